@@ -1,0 +1,23 @@
+"""The solver core: pure JAX + numpy (no dask, xarray or zarr).
+
+:mod:`~nlsq_dask.solver.stats` computes the statistics of a pass,
+:mod:`~nlsq_dask.solver.lm` turns them into trust-region steps, and
+:mod:`~nlsq_dask.solver.covariance` into ``pcov``.
+"""
+
+import jax
+
+# Statistics are accumulated in float64; JAX needs to be told before any array exists.
+jax.config.update("jax_enable_x64", True)
+
+from .covariance import CovarianceWarning, covariance
+from .lm import STATUS_MESSAGES, LMOptions, LMState, lm_init, lm_step, make_options
+from .losses import LOSSES, check_loss
+from .model import ModelSpec, infer_param_names
+from .stats import REDUCTIONS, NormalStats, QRStats, block_stats, combine, empty_stats
+
+__all__ = [
+    "CovarianceWarning", "covariance", "STATUS_MESSAGES", "LMOptions", "LMState", "lm_init",
+    "lm_step", "make_options", "LOSSES", "check_loss", "ModelSpec", "infer_param_names",
+    "REDUCTIONS", "NormalStats", "QRStats", "block_stats", "combine", "empty_stats",
+]

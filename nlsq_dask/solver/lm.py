@@ -1,0 +1,201 @@
+"""Levenberg–Marquardt / trust-region reflective iteration on pass statistics.
+
+The method is scipy's ``trf`` with the exact trust-region solver (Branch, Coleman
+& Li; Moré's LM parameter search) and MINPACK-style Jacobian scaling
+(``x_scale='jac'``), rewritten so that the data enter only through the statistics
+of a pass (:mod:`nlsq_dask.solver.stats`). One call of :func:`lm_step` consumes the
+statistics at the pending trial point: it accepts or rejects the point, updates the
+radius, tests termination and proposes the next trial. The statistics of an
+accepted trial are already those of the new iterate, so every trial costs exactly
+one pass. The same pure function runs inside ``lax.while_loop`` (in memory) and in a
+Python loop on the client (dask).
+
+Status codes are scipy's: 0 ``max_nfev`` reached, 1 ``gtol``, 2 ``ftol``, 3 ``xtol``,
+4 ``ftol`` and ``xtol``, -1 residuals not finite at the start.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax.numpy as jnp
+
+from .stats import normal_form
+from .trust_region import (check_termination, cl_scaling, make_strictly_feasible,
+                           select_step, solve_lsq_trust_region, update_tr_radius)
+
+STATUS_MESSAGES = {
+    -1: "The residuals are not finite at the initial point; check p0, the data and the model.",
+    0: "The maximum number of function evaluations (data passes) is exceeded.",
+    1: "`gtol` termination condition is satisfied.",
+    2: "`ftol` termination condition is satisfied.",
+    3: "`xtol` termination condition is satisfied.",
+    4: "Both `ftol` and `xtol` termination conditions are satisfied.",
+}
+
+
+class LMOptions(NamedTuple):
+    """Dynamic options (arrays, so changing them does not recompile)."""
+
+    lb: jnp.ndarray
+    ub: jnp.ndarray
+    ftol: jnp.ndarray
+    xtol: jnp.ndarray
+    gtol: jnp.ndarray
+    max_nfev: jnp.ndarray
+    x_scale: jnp.ndarray  # used when jac_scale is off (all zeros -> 'jac')
+
+
+class LMState(NamedTuple):
+    x: jnp.ndarray
+    cost: jnp.ndarray
+    n: jnp.ndarray
+    g: jnp.ndarray
+    H: jnp.ndarray
+    R11: jnp.ndarray
+    q: jnp.ndarray
+    scale_inv: jnp.ndarray
+    Delta: jnp.ndarray
+    alpha: jnp.ndarray
+    g_norm: jnp.ndarray
+    x_trial: jnp.ndarray
+    predicted: jnp.ndarray
+    step_h_norm: jnp.ndarray
+    step_norm: jnp.ndarray
+    last_step_norm: jnp.ndarray
+    accepted: jnp.ndarray
+    nfev: jnp.ndarray
+    nit: jnp.ndarray
+    status: jnp.ndarray
+    done: jnp.ndarray
+
+
+def make_options(lb, ub, ftol, xtol, gtol, max_nfev, x_scale=None) -> LMOptions:
+    lb = jnp.asarray(lb, jnp.float64)
+    x_scale = jnp.zeros_like(lb) if x_scale is None else jnp.broadcast_to(
+        jnp.asarray(x_scale, jnp.float64), lb.shape)
+    return LMOptions(lb, jnp.asarray(ub, jnp.float64), jnp.float64(ftol), jnp.float64(xtol),
+                     jnp.float64(gtol), jnp.int64(max_nfev), x_scale)
+
+
+def _stats_finite(stats) -> jnp.ndarray:
+    return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in stats]))
+
+
+def _factor(state: LMState, d, diag_h, reduction: str):
+    """Singular values/vectors of the scaled augmented Jacobian, ``suf`` and ``Uᵀf/s``."""
+    g_h = d * state.g
+    if reduction == "qr":
+        A = jnp.concatenate([state.R11 * d[None, :], jnp.diag(jnp.sqrt(diag_h))], axis=0)
+        U, s, Vt = jnp.linalg.svd(A, full_matrices=False)
+        p = s.shape[0]
+        uf = U.T @ jnp.concatenate([state.q, jnp.zeros(p)])
+        V = Vt.T
+        return s, V, s * uf, uf / jnp.where(s > 0, s, 1.0)
+    Hh = d[:, None] * state.H * d[None, :] + jnp.diag(diag_h)
+    w, V = jnp.linalg.eigh(Hh)
+    w, V = w[::-1], V[:, ::-1]
+    s = jnp.sqrt(jnp.maximum(w, 0.0))
+    suf = V.T @ g_h
+    return s, V, suf, suf / jnp.where(s > 0, s**2, 1.0)
+
+
+def _propose(state: LMState, opts: LMOptions, reduction: str) -> LMState:
+    """Next trial point from the current iterate, radius and LM parameter."""
+    x, g = state.x, state.g
+    v, dv = cl_scaling(x, g, opts.lb, opts.ub)
+    g_norm = jnp.max(jnp.abs(g * v))
+    v = jnp.where(dv != 0, v * state.scale_inv, v)
+    scale = 1.0 / state.scale_inv
+    d = jnp.sqrt(v) * scale
+    diag_h = g * dv * scale
+    g_h = d * g
+    theta = jnp.maximum(0.995, 1.0 - g_norm)
+    s, V, suf, gn_coef = _factor(state, d, diag_h, reduction)
+    p_h, alpha = solve_lsq_trust_region(state.n, s, V, suf, gn_coef, state.Delta, state.alpha)
+    Hh = d[:, None] * state.H * d[None, :]
+    step, step_h, predicted = select_step(x, Hh, diag_h, g_h, d * p_h, p_h, d, state.Delta,
+                                          opts.lb, opts.ub, theta)
+    return state._replace(
+        alpha=alpha, g_norm=g_norm,
+        x_trial=make_strictly_feasible(x + step, opts.lb, opts.ub),
+        predicted=predicted, step_h_norm=jnp.linalg.norm(step_h),
+        step_norm=jnp.linalg.norm(step))
+
+
+def _jac_scale_inv(H, old=None):
+    col = jnp.sqrt(jnp.maximum(jnp.diag(H), 0.0))
+    if old is None:
+        return jnp.where(col == 0, 1.0, col)
+    return jnp.maximum(col, old)
+
+
+def _check_start(state: LMState, opts: LMOptions) -> LMState:
+    """gtol and max_nfev tests at the top of an outer iteration (scipy's order)."""
+    v, _ = cl_scaling(state.x, state.g, opts.lb, opts.ub)
+    g_norm = jnp.max(jnp.abs(state.g * v))
+    gtol_hit = g_norm < opts.gtol
+    nfev_hit = state.nfev >= opts.max_nfev
+    status = jnp.where(state.done, state.status,
+                       jnp.where(gtol_hit, 1, jnp.where(nfev_hit, 0, state.status)))
+    return state._replace(g_norm=g_norm, status=status, done=state.done | gtol_hit | nfev_hit)
+
+
+def lm_init(x0, stats, opts: LMOptions, reduction: str = "normal") -> LMState:
+    """State at the (strictly feasible) start ``x0`` from the statistics there."""
+    x0 = jnp.asarray(x0, jnp.float64)
+    g, H, R11, q = normal_form(stats)
+    jac_scale = jnp.all(opts.x_scale == 0)
+    scale_inv = jnp.where(jac_scale, _jac_scale_inv(H), 1.0 / jnp.where(opts.x_scale > 0, opts.x_scale, 1.0))
+    v, dv = cl_scaling(x0, g, opts.lb, opts.ub)
+    v = jnp.where(dv != 0, v * scale_inv, v)
+    Delta = jnp.linalg.norm(x0 * scale_inv / jnp.sqrt(v))
+    Delta = jnp.where(Delta == 0, 1.0, Delta)
+    finite = _stats_finite(stats)
+    zero = jnp.float64(0.0)
+    state = LMState(
+        x=x0, cost=stats.cost, n=stats.n, g=g, H=H, R11=R11, q=q, scale_inv=scale_inv,
+        Delta=Delta, alpha=zero, g_norm=zero, x_trial=x0, predicted=zero, step_h_norm=zero,
+        step_norm=zero, last_step_norm=zero, accepted=jnp.bool_(True), nfev=jnp.int64(1),
+        nit=jnp.int64(0), status=jnp.where(finite, jnp.int64(0), jnp.int64(-1)), done=~finite)
+    state = _check_start(state, opts)
+    return _propose(state, opts, reduction)
+
+
+def lm_step(state: LMState, stats, opts: LMOptions, reduction: str = "normal") -> LMState:
+    """Consume the statistics at ``state.x_trial`` and propose the next trial.
+
+    A finished state (``done``) is returned unchanged.
+    """
+    finite = _stats_finite(stats)
+    actual = state.cost - stats.cost
+    Delta_new, ratio = update_tr_radius(state.Delta, actual, state.predicted, state.step_h_norm,
+                                        state.step_h_norm > 0.95 * state.Delta)
+    term = jnp.where(finite, check_termination(actual, state.cost, state.step_norm,
+                                               jnp.linalg.norm(state.x), ratio,
+                                               opts.ftol, opts.xtol), 0)
+    go_on = finite & (term == 0)
+    alpha = jnp.where(go_on, state.alpha * state.Delta / Delta_new, state.alpha)
+    Delta = jnp.where(finite, jnp.where(term == 0, Delta_new, state.Delta), 0.25 * state.step_h_norm)
+    accepted = finite & (actual > 0)
+    g, H, R11, q = normal_form(stats)
+    jac_scale = jnp.all(opts.x_scale == 0)
+
+    def pick(new, old):
+        return jnp.where(accepted, new, old)
+
+    new = state._replace(
+        x=pick(state.x_trial, state.x), cost=pick(stats.cost, state.cost), n=pick(stats.n, state.n),
+        g=pick(g, state.g), H=pick(H, state.H), R11=pick(R11, state.R11), q=pick(q, state.q),
+        scale_inv=jnp.where(accepted & jac_scale, _jac_scale_inv(H, state.scale_inv), state.scale_inv),
+        Delta=Delta, alpha=alpha, accepted=accepted,
+        last_step_norm=jnp.where(accepted, state.step_norm, 0.0),
+        nfev=state.nfev + 1, nit=state.nit + accepted.astype(jnp.int64),
+        status=jnp.where(term != 0, term, state.status).astype(jnp.int64), done=term != 0)
+    new = _check_start(new, opts)
+    new = _propose(new, opts, reduction)
+    return _select_tree(state.done, state, new)
+
+
+def _select_tree(flag, a: LMState, b: LMState) -> LMState:
+    return LMState(*[jnp.where(flag, x, y) for x, y in zip(a, b)])

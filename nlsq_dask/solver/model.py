@@ -1,0 +1,106 @@
+"""Model wrapping: ``model(x, *params)`` written with ``jax.numpy``.
+
+A model receives ``x`` in the form the user handed it to :func:`nlsq_dask.fit`:
+a 1-D array, a ``(k, N)`` array, or a tuple of ``k`` 1-D arrays. Internally the
+inputs always travel as a tuple of 1-D arrays (so a tile or a partition is a
+slice of each), and :meth:`ModelSpec.evaluate` rebuilds the user's form.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import jax.numpy as jnp
+
+X_FORMS = ("vector", "stacked", "tuple")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model function plus how to call it.
+
+    Parameters
+    ----------
+    func : callable
+        ``func(x, *params)`` returning the model values at ``x``.
+    param_names : tuple of str
+        One name per parameter.
+    x_form : {'vector', 'stacked', 'tuple'}
+        How ``x`` is presented to ``func``: a 1-D array, a ``(k, N)`` array or a
+        tuple of 1-D arrays.
+    n_inputs : int
+        Number of independent variables ``k``.
+    """
+
+    func: Callable
+    param_names: tuple[str, ...]
+    x_form: str = "vector"
+    n_inputs: int = 1
+
+    @property
+    def n_params(self) -> int:
+        return len(self.param_names)
+
+    def evaluate(self, xs: Sequence, params) -> jnp.ndarray:
+        """Model values at the inputs ``xs`` (a tuple of 1-D arrays)."""
+        if self.x_form == "vector":
+            x = xs[0]
+        elif self.x_form == "stacked":
+            x = jnp.stack(xs)
+        else:
+            x = tuple(xs)
+        out = self.func(x, *[params[i] for i in range(self.n_params)])
+        return jnp.broadcast_to(jnp.asarray(out), xs[0].shape)
+
+
+def infer_param_names(func: Callable, param_names=None, n_params: int | None = None) -> tuple[str, ...]:
+    """Parameter names from ``param_names``, else ``func``'s signature.
+
+    The first positional argument of ``func`` is ``x``; the remaining positional
+    arguments are the parameters. A model taking ``*params`` needs
+    ``param_names`` or ``p0`` (then the names are ``p0, p1, ...``).
+    """
+    if param_names is not None:
+        names = tuple(str(n) for n in param_names)
+        if len(set(names)) != len(names):
+            raise ValueError(f"param_names must be unique, got {list(names)}")
+        if n_params is not None and len(names) != n_params:
+            raise ValueError(
+                f"param_names has {len(names)} names but p0 has {n_params} values"
+            )
+        return names
+    try:
+        sig = inspect.signature(func)
+    except (TypeError, ValueError) as exc:  # builtins, some C callables
+        if n_params is None:
+            raise TypeError(
+                "cannot read the model's parameters from its signature; "
+                "pass p0 or param_names"
+            ) from exc
+        return tuple(f"p{i}" for i in range(n_params))
+    params = list(sig.parameters.values())
+    if not params:
+        raise TypeError("model must take x as its first argument: model(x, *params)")
+    rest = params[1:]
+    if any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in rest):
+        if n_params is None:
+            raise TypeError(
+                "the model takes *params, so the number of parameters is unknown; "
+                "pass p0 or param_names"
+            )
+        return tuple(f"p{i}" for i in range(n_params))
+    names = tuple(
+        p.name
+        for p in rest
+        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    )
+    if not names:
+        raise TypeError("model takes no parameters: expected model(x, a, b, ...)")
+    if n_params is not None and len(names) != n_params:
+        raise ValueError(
+            f"p0 has {n_params} values but the model takes {len(names)} "
+            f"parameters {list(names)}"
+        )
+    return names

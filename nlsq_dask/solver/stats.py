@@ -1,0 +1,130 @@
+"""Statistics of a pass: additive sums over data points, computed per tile.
+
+For parameters ``p`` a pass over (a partition of) the data returns
+
+* ``NormalStats(n, cost, g, H)``: points used, ``cost = ½ Σ ρ``, ``g = J̃ᵀ r̃`` and
+  ``H = J̃ᵀ J̃`` (``~``: rescaled for a robust loss as scipy does), or
+* ``QRStats(n, cost, R)``: the ``(p+1) × (p+1)`` triangular factor of ``[J̃ | r̃]``
+  (TSQR), which keeps the condition number of ``J`` instead of squaring it.
+
+Both are sums over points, so partitions compute their part and :func:`combine`
+adds them. The kernel walks the data in tiles with ``lax.scan`` and accumulates in
+the loop carry: materialising the whole ``N × p`` Jacobian is several times slower
+(DESIGN.md §3). Points whose mask is False or whose x, y or σ are not finite add
+nothing and are not counted.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from .losses import scale_for_loss
+from .model import ModelSpec
+
+REDUCTIONS = ("normal", "qr")
+
+
+class NormalStats(NamedTuple):
+    n: jnp.ndarray
+    cost: jnp.ndarray
+    g: jnp.ndarray
+    H: jnp.ndarray
+
+
+class QRStats(NamedTuple):
+    n: jnp.ndarray
+    cost: jnp.ndarray
+    R: jnp.ndarray
+
+
+def empty_stats(n_params: int, reduction: str):
+    """The neutral element of :func:`combine`."""
+    zero = jnp.zeros((), jnp.float64)
+    if reduction == "qr":
+        return QRStats(zero, zero, jnp.zeros((n_params + 1, n_params + 1), jnp.float64))
+    return NormalStats(zero, zero, jnp.zeros(n_params, jnp.float64),
+                       jnp.zeros((n_params, n_params), jnp.float64))
+
+
+def _tile_terms(spec: ModelSpec, loss: str, params, xs, y, w, mask, f_scale):
+    """Masked, loss-rescaled residuals ``r`` (T,), Jacobian ``J`` (p, T), cost terms."""
+    ok = mask & jnp.isfinite(y) & jnp.isfinite(w)
+    for xi in xs:
+        ok = ok & jnp.isfinite(xi)
+
+    def residual(p):
+        return (spec.evaluate(xs, p) - y) * w
+
+    r, jvp = jax.linearize(residual, params)
+    J = jax.vmap(jvp)(jnp.eye(params.shape[0], dtype=params.dtype))
+    r = jnp.where(ok, r, 0.0)
+    J = jnp.where(ok[None, :], J, 0.0)
+    rho0, r, J = scale_for_loss(r, J, loss, f_scale)
+    return ok, jnp.where(ok, rho0, 0.0), r, J
+
+
+def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
+                params, xs, y, w, mask, f_scale):
+    """Statistics of one block whose length is a multiple of ``tile``.
+
+    Parameters
+    ----------
+    spec, loss, reduction, tile
+        Static: the model, the loss name, ``'normal'`` or ``'qr'``, points per tile.
+    params : (p,) float64
+    xs : tuple of (L,) arrays
+        The independent variables.
+    y, w : (L,) arrays
+        Observations and weights ``1/σ``.
+    mask : (L,) bool
+        False for padding and points to skip.
+    f_scale : float
+        The robust loss's soft margin.
+    """
+    length = y.shape[0]
+    if length % tile:
+        raise ValueError(f"block length {length} is not a multiple of the tile {tile}")
+    n_tiles = length // tile
+    p = params.shape[0]
+    params = params.astype(jnp.float64)
+
+    def tiles(a):
+        return a.reshape(n_tiles, tile)
+
+    def body(carry, t):
+        xs_t, y_t, w_t, m_t = t
+        ok, rho0, r, J = _tile_terms(spec, loss, params, xs_t, y_t, w_t, m_t, f_scale)
+        n = carry.n + jnp.sum(ok, dtype=jnp.float64)
+        cost = carry.cost + 0.5 * jnp.sum(rho0)
+        if reduction == "qr":
+            A = jnp.concatenate([J.T, r[:, None]], axis=1)
+            R = jnp.linalg.qr(jnp.concatenate([carry.R, A], axis=0), mode="r")[: p + 1]
+            return QRStats(n, cost, R), None
+        return NormalStats(n, cost, carry.g + J @ r, carry.H + J @ J.T), None
+
+    data = (tuple(tiles(x.astype(jnp.float64)) for x in xs), tiles(y.astype(jnp.float64)),
+            tiles(w.astype(jnp.float64)), tiles(mask))
+    out, _ = jax.lax.scan(body, empty_stats(p, reduction), data)
+    return out
+
+
+def combine(a, b):
+    """Sum of two statistics of the same kind (associative; exact for ``normal``)."""
+    if isinstance(a, QRStats):
+        p1 = a.R.shape[0]
+        R = jnp.linalg.qr(jnp.concatenate([a.R, b.R], axis=0), mode="r")[:p1]
+        return QRStats(a.n + b.n, a.cost + b.cost, R)
+    return NormalStats(a.n + b.n, a.cost + b.cost, a.g + b.g, a.H + b.H)
+
+
+def normal_form(stats):
+    """``(g, H, R11, q)`` of a statistics object; ``R11``/``q`` are zeros for ``normal``."""
+    if isinstance(stats, QRStats):
+        p = stats.R.shape[0] - 1
+        R11, q = stats.R[:p, :p], stats.R[:p, p]
+        return R11.T @ q, R11.T @ R11, R11, q
+    p = stats.g.shape[0]
+    return stats.g, stats.H, jnp.zeros((p, p)), jnp.zeros(p)
