@@ -1,0 +1,21 @@
+"""nlsq_dask — out-of-core nonlinear least-squares curve fitting on dask, xarray and zarr.
+
+``popt, pcov = nlsq_dask.fit(model, x, y, p0)`` with numpy, dask or xarray data; the
+workflow names (tiers, goals, presets, selector) follow NLSQ's ``nlsq.workflow``.
+Importing the package does not import JAX or dask; :func:`fit` does when called.
+"""
+
+from .api import FitWarning, fit
+from .result import FitResult
+from .workflow import (WORKFLOW_PRESETS, ClusterDetector, ClusterInfo, DatasetSizeTier,
+                       MemoryTier, OptimizationGoal, WorkflowConfig, WorkflowSelector,
+                       WorkflowTier, auto_select_workflow, get_memory_tier,
+                       get_total_available_memory_gb)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "fit", "FitResult", "FitWarning", "WORKFLOW_PRESETS", "ClusterDetector", "ClusterInfo",
+    "DatasetSizeTier", "MemoryTier", "OptimizationGoal", "WorkflowConfig", "WorkflowSelector",
+    "WorkflowTier", "auto_select_workflow", "get_memory_tier", "get_total_available_memory_gb",
+]

@@ -1,0 +1,194 @@
+"""``nlsq_dask.fit``: configuration -> selection -> engine -> :class:`FitResult`.
+
+The engines (and with them JAX and dask) are imported inside :func:`fit`, so that
+``import nlsq_dask`` stays light and ``nlsq_dask.workflow`` never pulls JAX in.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+
+import numpy as np
+
+from .result import FitResult
+from .workflow import (DatasetProfile, ResourceSnapshot, WorkflowSelector, WorkflowTier,
+                       resolve_config)
+
+
+class FitWarning(UserWarning):
+    """The optimiser stopped without meeting a convergence criterion."""
+
+
+def active_client(client=None):
+    """The explicit ``client``, else the active distributed Client, else None.
+
+    Never starts a cluster: without a Client dask's configured scheduler is used.
+    """
+    if client is not None:
+        return client
+    if "distributed" not in sys.modules:
+        return None
+    from distributed import default_client
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def prepare_bounds(bounds, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(lb, ub)`` as float arrays of length ``n`` with ``lb < ub``."""
+    try:
+        lb, ub = bounds
+    except (TypeError, ValueError):
+        raise ValueError("bounds must be a 2-tuple (lb, ub) of scalars or arrays") from None
+    lb = np.broadcast_to(np.asarray(lb, dtype=float), (n,)).copy() if np.ndim(lb) == 0 else np.asarray(lb, float)
+    ub = np.broadcast_to(np.asarray(ub, dtype=float), (n,)).copy() if np.ndim(ub) == 0 else np.asarray(ub, float)
+    if lb.shape != (n,) or ub.shape != (n,):
+        raise ValueError(f"bounds must have {n} values each (one per parameter); "
+                         f"got lb shape {lb.shape}, ub shape {ub.shape}")
+    if np.any(lb >= ub):
+        i = int(np.argmax(lb >= ub))
+        raise ValueError(f"each lower bound must be strictly less than its upper bound; "
+                         f"parameter {i} has lb={lb[i]} >= ub={ub[i]}")
+    return lb, ub
+
+
+def prepare_p0(p0, names: tuple[str, ...], lb, ub) -> np.ndarray:
+    p0 = np.ones(len(names)) if p0 is None else np.asarray(p0, dtype=float).ravel()
+    if not np.all(np.isfinite(p0)):
+        raise ValueError(f"p0 must be finite; got {p0.tolist()}")
+    outside = (p0 < lb) | (p0 > ub)
+    if outside.any():
+        bad = [names[i] for i in np.flatnonzero(outside)]
+        raise ValueError(f"p0 is outside the bounds for {bad}: p0={p0.tolist()}, "
+                         f"lb={lb.tolist()}, ub={ub.tolist()}")
+    return p0
+
+
+def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf, np.inf), *,
+        loss=None, f_scale=None, preset=None, config=None, goal=None, tier=None,
+        param_names=None, ftol=None, xtol=None, gtol=None, max_nfev=None, x_scale="jac",
+        reduction=None, nan_policy="raise", client=None, chunk_size=None,
+        memory_limit_gb=None, split_every=None, progress=False, yaml_path=None,
+        **engine_options) -> FitResult:
+    """Fit ``model(x, *params)`` to ``y`` by nonlinear least squares.
+
+    Parameters
+    ----------
+    model : callable
+        ``model(x, *params)`` written with ``jax.numpy``.
+    x : array-like, (k, N) array-like or tuple of arrays
+        Independent variable(s): numpy, dask or xarray.
+    y : 1-D array-like
+        Observations (numpy, dask or xarray).
+    p0 : array-like, optional
+        Initial parameters (default: ones, as scipy).
+    sigma : 1-D array-like, optional
+        Standard deviations of ``y``; residuals are ``(model - y) / sigma``.
+    absolute_sigma : bool
+        As in ``curve_fit``: if False, ``pcov`` is scaled by the reduced χ².
+    bounds : 2-tuple of array-like
+        Lower and upper bounds on the parameters.
+    loss, f_scale : str, float, optional
+        Robust loss (``linear``, ``soft_l1``, ``huber``, ``cauchy``, ``arctan``) and
+        its soft margin, with scipy's definitions.
+    preset, config, goal, tier : optional
+        Workflow configuration (see :mod:`nlsq_dask.workflow`). Precedence: explicit
+        arguments > ``NLSQ_*`` environment > ``nlsq.yaml`` > preset > defaults.
+    param_names : sequence of str, optional
+        Parameter names (default: from the model's signature).
+    ftol, xtol, gtol : float, optional
+        Termination tolerances with scipy's meanings (default: adaptive by size).
+    max_nfev : int, optional
+        Maximum number of data passes (default ``100 * n_params``).
+    x_scale : 'jac' or array-like
+        Parameter scaling (default: MINPACK-style Jacobian column norms).
+    reduction : {'normal', 'qr'}, optional
+        Statistics as normal equations or TSQR factors.
+    nan_policy : {'raise', 'omit'}
+        In-memory data with NaN/inf: raise, or skip those points. Dask data are
+        never scanned up front; their non-finite points are always skipped.
+    client : distributed.Client, optional
+        Client to run on (default: the active one; without one, dask's
+        configured scheduler). ``fit`` never starts a cluster.
+    chunk_size, memory_limit_gb, split_every : optional
+        Partition size, memory cap for the selector, reduction fan-in.
+    progress : bool
+        Show a progress line per pass (dask tiers).
+    yaml_path : path, optional
+        ``nlsq.yaml`` to read (default ``./nlsq.yaml`` when present).
+    **engine_options
+        Checkpoint options for the dask tiers (``checkpoint_dir``,
+        ``enable_checkpoints``, ``resume``, ``checkpoint_fresh``, ``checkpoint_name``).
+
+    Returns
+    -------
+    FitResult
+        Unpacks as ``popt, pcov``.
+    """
+    from .engines.data import prepare_inputs
+    from .solver import ModelSpec, check_loss, infer_param_names, make_options
+
+    if not callable(model):
+        raise TypeError(f"model must be callable as model(x, *params); got {type(model).__name__}")
+    inputs = prepare_inputs(x, y, sigma, nan_policy)
+    n_p0 = None if p0 is None else int(np.size(p0))
+    names = infer_param_names(model, param_names, n_p0)
+    lb, ub = prepare_bounds(bounds, len(names))
+    p0 = prepare_p0(p0, names, lb, ub)
+
+    overrides = dict(goal=goal, tier=tier, loss=loss, f_scale=f_scale, ftol=ftol, xtol=xtol,
+                     gtol=gtol, max_nfev=max_nfev, reduction=reduction, chunk_size=chunk_size,
+                     memory_limit_gb=memory_limit_gb, split_every=split_every)
+    for key in ("checkpoint_dir", "enable_checkpoints", "checkpoint_frequency"):
+        if key in engine_options:
+            overrides[key] = engine_options.pop(key)
+    cfg = resolve_config(preset=preset, config=config, overrides=overrides, yaml_path=yaml_path)
+    check_loss(cfg.loss)
+
+    client = active_client(client)
+    resources = ResourceSnapshot.detect(client=client, memory_limit_gb=cfg.memory_limit_gb)
+    profile = DatasetProfile(n_points=inputs.n_points, n_params=len(names),
+                             n_inputs=inputs.n_inputs, itemsize=inputs.itemsize,
+                             has_sigma=inputs.sigma is not None,
+                             partition_points=inputs.partition_points,
+                             n_partitions=inputs.n_partitions, lazy=inputs.lazy)
+    selection = WorkflowSelector().select(profile, resources, cfg)
+
+    spec = ModelSpec(model, names, inputs.x_form, inputs.n_inputs)
+    c = selection.config
+    n_max = int(c.max_nfev) if c.max_nfev is not None else 100 * len(names)
+    opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max,
+                        None if isinstance(x_scale, str) and x_scale == "jac" else x_scale)
+    if selection.tier is WorkflowTier.STANDARD:
+        from .engines.in_memory import run_in_memory
+        out = run_in_memory(spec, x0=p0, inputs=inputs, loss=c.loss, f_scale=c.f_scale,
+                            reduction=c.reduction, opts=opts, max_nfev=n_max)
+    else:
+        from .engines.dask_engine import run_dask
+        out = run_dask(spec, x0=p0, inputs=inputs, selection=selection, opts=opts,
+                       client=client, progress=progress, **engine_options)
+    return build_result(out, names, selection, absolute_sigma)
+
+
+def build_result(out, names, selection, absolute_sigma: bool) -> FitResult:
+    """Covariance and bookkeeping from an engine's final state."""
+    from .solver import STATUS_MESSAGES, covariance
+
+    state = out.state
+    status = int(state.status)
+    if status == -1:
+        raise ValueError(STATUS_MESSAGES[-1])
+    c = selection.config
+    n_used = int(round(float(state.n)))
+    pcov = covariance(state.H, state.R11, n_points=n_used, cost=float(state.cost),
+                      absolute_sigma=absolute_sigma, reduction=c.reduction)
+    if status == 0:
+        warnings.warn(f"{STATUS_MESSAGES[0]} The result is the best point found; raise max_nfev "
+                      "or loosen the tolerances.", FitWarning, stacklevel=3)
+    return FitResult(popt=np.asarray(state.x, dtype=float), pcov=pcov, param_names=tuple(names),
+                     cost=float(state.cost), n_points_used=n_used, nfev=int(state.nfev),
+                     nit=int(state.nit), status=status, message=STATUS_MESSAGES[status],
+                     tier=selection.tier, config=c, selection=selection, history=out.history,
+                     elapsed=out.elapsed)

@@ -1,0 +1,118 @@
+"""STANDARD tier: data on one device, the whole LM loop jitted.
+
+The loop runs inside ``lax.while_loop`` — no host round trip per iteration — and
+records the accepted iterates in fixed-size buffers. The jitted solve is keyed on
+the model, loss, reduction, tile and history length (static) and on array shapes,
+so a second fit of the same model with data of the same padded length reuses the
+compiled code.
+"""
+
+from __future__ import annotations
+
+import time
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..solver import LMOptions, ModelSpec, block_stats, lm_init, lm_step
+
+MAX_TILE = 4096
+
+
+class History(NamedTuple):
+    cost: jnp.ndarray
+    params: jnp.ndarray
+    nfev: jnp.ndarray
+
+
+class EngineOutput(NamedTuple):
+    """What every engine hands back to the API layer (host numpy values)."""
+
+    state: object  # LMState with numpy leaves
+    history: list  # per accepted iteration: dict(iteration, cost, params, nfev, elapsed)
+    elapsed: float
+
+
+def choose_tile(n_points: int) -> int:
+    """Tile length: 4096 for large data, else the data rounded up to a multiple of 8."""
+    return int(min(MAX_TILE, max(8, -(-n_points // 8) * 8)))
+
+
+def pad_to(a: np.ndarray, length: int, value=0.0) -> np.ndarray:
+    if a.shape[-1] == length:
+        return a
+    pad = [(0, 0)] * (a.ndim - 1) + [(0, length - a.shape[-1])]
+    return np.pad(a, pad, constant_values=value)
+
+
+@partial(jax.jit, static_argnames=("spec", "loss", "reduction", "tile", "max_history"))
+def _solve(spec: ModelSpec, loss: str, reduction: str, tile: int, max_history: int,
+           x0, xs, y, w, mask, f_scale, opts: LMOptions):
+    def stats_at(p):
+        return block_stats(spec, loss, reduction, tile, p, xs, y, w, mask, f_scale)
+
+    state = lm_init(x0, stats_at(x0), opts, reduction)
+    hist = History(jnp.full(max_history, jnp.nan).at[0].set(state.cost),
+                   jnp.full((max_history, x0.shape[0]), jnp.nan).at[0].set(state.x),
+                   jnp.zeros(max_history, jnp.int64).at[0].set(1))
+
+    def body(carry):
+        state, hist = carry
+        state = lm_step(state, stats_at(state.x_trial), opts, reduction)
+        i = jnp.where(state.accepted, state.nit, max_history)  # out of range: dropped
+        hist = History(hist.cost.at[i].set(state.cost, mode="drop"),
+                       hist.params.at[i].set(state.x, mode="drop"),
+                       hist.nfev.at[i].set(state.nfev, mode="drop"))
+        return state, hist
+
+    return jax.lax.while_loop(lambda c: ~c[0].done, body, (state, hist))
+
+
+def run_in_memory(spec: ModelSpec, *, x0, inputs, loss: str, f_scale: float,
+                  reduction: str, opts: LMOptions, max_nfev: int) -> EngineOutput:
+    """Fit data held in memory; lazy inputs are materialised first (the selector said they fit).
+
+    Non-finite points left in the data (only possible for lazy inputs) are skipped by
+    the kernel's mask.
+    """
+    xs, y, w = materialise(inputs)
+    n = y.shape[0]
+    tile = choose_tile(n)
+    length = -(-n // tile) * tile
+    mask = pad_to(np.ones(n, dtype=bool), length, False)
+    xs_p = tuple(jnp.asarray(pad_to(np.asarray(x, np.float64), length)) for x in xs)
+    args = (jnp.asarray(pad_to(np.asarray(y, np.float64), length)),
+            jnp.asarray(pad_to(np.asarray(w, np.float64), length, 1.0)), jnp.asarray(mask))
+    t0 = time.perf_counter()
+    state, hist = _solve(spec, loss, reduction, tile, int(max_nfev) + 1, jnp.asarray(x0, jnp.float64),
+                         xs_p, *args, jnp.float64(f_scale), opts)
+    state = jax.tree_util.tree_map(np.asarray, state)
+    elapsed = time.perf_counter() - t0
+    return EngineOutput(state, history_from_buffers(hist, int(state.nit), int(state.nfev), elapsed),
+                        elapsed)
+
+
+def materialise(inputs):
+    """``(xs, y, w)`` as numpy arrays, computing dask inputs in one go."""
+    arrays = [*inputs.xs, inputs.y] + ([inputs.sigma] if inputs.sigma is not None else [])
+    if inputs.lazy:
+        import dask
+
+        arrays = list(dask.compute(*arrays))
+    arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
+    k = inputs.n_inputs
+    xs, y = tuple(arrays[:k]), arrays[k]
+    w = 1.0 / arrays[k + 1] if inputs.sigma is not None else np.ones_like(y)
+    return xs, y, w
+
+
+def history_from_buffers(hist: History, nit: int, nfev_total: int, elapsed: float) -> list:
+    """Per accepted iteration; ``elapsed`` is apportioned by passes (the loop ran on device)."""
+    cost, params, nfev = (np.asarray(a) for a in hist)
+    per_pass = elapsed / max(nfev_total, 1)
+    return [dict(iteration=i, cost=float(cost[i]), params=params[i].tolist(), nfev=int(nfev[i]),
+                 elapsed=float(nfev[i]) * per_pass, elapsed_estimated=True)
+            for i in range(nit + 1)]

@@ -1,0 +1,96 @@
+"""The result of a fit: unpacks as ``popt, pcov`` like ``scipy.optimize.curve_fit``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .workflow import Selection, WorkflowConfig, WorkflowTier
+
+
+@dataclass
+class FitResult:
+    """Everything a fit produced.
+
+    ``popt, pcov = result`` works as with ``curve_fit``. ``nfev`` counts data passes
+    (each trial point costs one pass that yields cost, gradient and ``JᵀJ``);
+    ``nit`` counts accepted iterations. ``chi2`` is ``Σ ρ(r²)`` of the σ-weighted
+    residuals (the ordinary χ² for ``loss='linear'``).
+    """
+
+    popt: np.ndarray
+    pcov: np.ndarray
+    param_names: tuple[str, ...]
+    cost: float
+    n_points_used: int
+    nfev: int
+    nit: int
+    status: int
+    message: str
+    tier: WorkflowTier
+    config: WorkflowConfig
+    selection: Selection | None = None
+    history: list[dict] = field(default_factory=list)
+    elapsed: float = 0.0
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def __iter__(self):
+        yield self.popt
+        yield self.pcov
+
+    @property
+    def success(self) -> bool:
+        return self.status > 0
+
+    @property
+    def perr(self) -> np.ndarray:
+        return np.sqrt(np.diag(self.pcov))
+
+    @property
+    def dof(self) -> int:
+        return self.n_points_used - len(self.popt)
+
+    @property
+    def chi2(self) -> float:
+        return 2.0 * self.cost
+
+    @property
+    def reduced_chi2(self) -> float:
+        return self.chi2 / self.dof if self.dof > 0 else float("inf")
+
+    @property
+    def params(self) -> dict[str, float]:
+        return dict(zip(self.param_names, self.popt.tolist()))
+
+    def summary(self) -> str:
+        """A short human-readable report."""
+        width = max(len(n) for n in self.param_names)
+        rows = [f"  {n:<{width}} = {v: .10g} ± {e:.3g}"
+                for n, v, e in zip(self.param_names, self.popt, self.perr)]
+        return "\n".join([
+            f"fit {'converged' if self.success else 'did NOT converge'}: {self.message}",
+            *rows,
+            f"  tier {self.tier.value}; {self.nfev} passes, {self.nit} iterations, "
+            f"{self.elapsed:.3f} s",
+            f"  points used {self.n_points_used:,}; chi2 {self.chi2:.6g}; "
+            f"reduced chi2 {self.reduced_chi2:.6g}",
+        ])
+
+    def __repr__(self) -> str:
+        return f"FitResult(\n{self.summary()}\n)"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-safe summary (arrays as lists; no pickles)."""
+        return {
+            "popt": self.popt.tolist(), "pcov": self.pcov.tolist(), "perr": self.perr.tolist(),
+            "param_names": list(self.param_names), "cost": self.cost, "chi2": self.chi2,
+            "reduced_chi2": self.reduced_chi2, "dof": self.dof,
+            "n_points_used": self.n_points_used, "nfev": self.nfev, "nit": self.nit,
+            "status": self.status, "message": self.message, "success": self.success,
+            "tier": self.tier.value, "config": self.config.to_dict(),
+            "selection": self.selection.to_dict() if self.selection else None,
+            "history": self.history, "elapsed": self.elapsed,
+            **{k: v for k, v in self.extras.items()},
+        }
