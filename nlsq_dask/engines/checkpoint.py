@@ -1,0 +1,398 @@
+"""Zarr checkpoint store for long out-of-core fits (the package's only zarr writer).
+
+``<dir>/<name>.zarr`` holds root attrs (format, fingerprint, config), ``CURRENT.json`` naming the live
+``states/<key>`` record, and ``passes/<pass_key>/<block>`` records of finished partitions. A record is a group
+of numeric arrays whose attrs hold a sha256 ``checksum`` and, written last, ``complete``: a lost chunk or a
+half-written record is never returned. A new state is written and fsynced, then made current by ``os.replace``
+of ``CURRENT.json``: a crash leaves the previous state current (the last two are kept). No pickle: JSON attrs
+(non-finite floats tagged ``{"__float__": "nan"}``) and numeric arrays only. One writing process (the driver).
+"""
+import contextlib
+import datetime
+import enum
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+
+import numpy as np
+import zarr
+
+logger = logging.getLogger("nlsq_dask")
+FORMAT_KEY = "nlsq_dask_checkpoint"
+FORMAT_VERSION = 1
+_SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+_ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
+_DTYPES = {"b": "|b1", "i": "<i8", "u": "<i8", "f": "<f8", "c": "<c16"}
+_FRESH_HINT = "pass fresh=True (fit(..., checkpoint_fresh=True)) to start over"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint cannot be created, read or resumed; the message names the path."""
+
+
+def _now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def _to_json(obj, tag_floats=True, where="value"):
+    """Convert ``obj`` to JSON-safe data; non-finite floats become tags (or plain strings)."""
+    obj = obj.value if isinstance(obj, enum.Enum) else obj
+    obj = obj.tolist() if isinstance(obj, (np.ndarray, np.generic)) else obj
+    obj = os.fspath(obj) if isinstance(obj, os.PathLike) else obj
+    if obj is None or isinstance(obj, (bool, str, int)):
+        return obj
+    if isinstance(obj, float):
+        text = "nan" if obj != obj else "inf" if obj == np.inf else "-inf" if obj == -np.inf else None
+        return obj if text is None else {"__float__": text} if tag_floats else text
+    if isinstance(obj, dict):
+        return {str(k): _to_json(v, tag_floats, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_to_json(v, tag_floats, f"{where}[{i}]") for i, v in enumerate(obj)]
+    raise TypeError(f"{where}: {type(obj).__name__} is not JSON-serialisable (checkpoints hold no pickle)")
+
+
+def _from_json(obj):
+    """Inverse of :func:`_to_json` with tagged floats."""
+    hook = lambda d: float(d["__float__"]) if set(d) == {"__float__"} else d  # noqa: E731
+    return json.loads(json.dumps(obj), object_hook=hook)
+
+
+def _model_hash(model):
+    """sha256 of a callable's qualname, bytecode, names, constants, defaults and closure (recursively)."""
+    h, seen = hashlib.sha256(), set()
+
+    def put(v):
+        v = sorted(map(repr, v)) if isinstance(v, (set, frozenset)) else v  # hash-seed independent order
+        if hasattr(v, "__array__") and not isinstance(v, (str, bytes)):  # arrays: bytes, not a cut repr
+            v = (np.asarray(v).dtype.str, np.shape(v), np.asarray(v).tobytes())
+        h.update(_ADDR.sub("", v if isinstance(v, str) else repr(v)).encode())
+
+    def code_digest(code):
+        put((code.co_code, code.co_names))
+        for const in code.co_consts:
+            code_digest(const) if hasattr(const, "co_code") else put(const)
+
+    def visit(f):
+        if id(f) in seen:
+            return
+        seen.add(id(f))
+        while hasattr(f, "__wrapped__"):  # jax.jit, functools.wraps
+            f = f.__wrapped__
+        if all(hasattr(f, a) for a in ("func", "args", "keywords")):  # functools.partial
+            return visit(f.func), put((f.args, sorted(f.keywords.items())))
+        code = getattr(f, "__code__", None)
+        if code is None and not isinstance(f, type):  # callable instance: its class's __call__
+            code, _ = getattr(type(f).__call__, "__code__", None), put(type(f).__qualname__)
+        if code is None:  # builtins, ufuncs
+            return put(f)
+        put(str(getattr(f, "__qualname__", "")))
+        code_digest(code)
+        for n in code.co_names:  # module-level helpers the model calls, from its own module
+            helper = getattr(f, "__globals__", {}).get(n)
+            if callable(helper) and getattr(helper, "__module__", 0) == getattr(f, "__module__", 1):
+                visit(helper)
+        put((getattr(f, "__defaults__", None), getattr(f, "__kwdefaults__", None)))
+        for cell in getattr(f, "__closure__", None) or ():
+            try:
+                value = cell.cell_contents
+            except ValueError:  # empty cell
+                continue
+            visit(value) if callable(value) else put(value)
+
+    visit(model)
+    return h.hexdigest()
+
+
+def fingerprint_problem(*, model, param_names, data, bounds=None, loss="linear", extra=None):
+    """Describe a fitting problem as a JSON-safe dict for resume checks.
+
+    Parameters
+    ----------
+    model : callable (hashed: bytecode, constants, names, defaults, closure)
+    param_names : sequence of str
+    data : list of dict, e.g. ``{'name': 'y', 'shape', 'chunks', 'dtype', 'token'}`` per array
+    bounds : (lb, ub) or None, broadcast per parameter; infinities stored as ``'inf'``/``'-inf'``
+    loss : str
+    extra : JSON-safe, anything else that must match on resume
+    """
+    names = [str(n) for n in param_names]
+    if bounds is not None:
+        bounds = [np.broadcast_to(np.asarray(b, dtype=float), (len(names),)).tolist() for b in bounds]
+    fp = {"version": FORMAT_VERSION, "model": _model_hash(model), "param_names": names, "data": list(data),
+          "bounds": bounds, "loss": loss, "extra": extra}
+    return _to_json(fp, tag_floats=False, where="fingerprint")
+
+
+def diff_fingerprints(stored, current):
+    """List human-readable differences between two fingerprints (empty when equal), e.g.
+    ``"data[1].shape: stored [100] vs now [200]"`` or ``"model code differs"``."""
+    out = []
+
+    def walk(a, b, path):
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in list(a) + [k for k in b if k not in a]:
+                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
+        elif isinstance(a, list) and isinstance(b, list) and any(isinstance(v, (dict, list)) for v in a + b):
+            if len(a) != len(b):
+                out.append(f"{path}: stored {len(a)} entries vs now {len(b)}")
+            for i, (u, v) in enumerate(zip(a, b)):
+                walk(u, v, f"{path}[{i}]")
+        elif a != b:
+            out.append("model code differs" if path == "model" else f"{path}: stored {a!r} vs now {b!r}")
+
+    walk(stored, current, "")
+    return out
+
+
+def _checksum(arrays):
+    parts = (f"{k}|{a.dtype.str}|{a.shape}|".encode() + a.tobytes() for k, a in sorted(arrays.items()))
+    return hashlib.sha256(b"".join(parts)).hexdigest()
+
+
+def _fsync_tree(path):
+    for root, _, files in os.walk(path):
+        for p in [os.path.join(root, f) for f in files] + [root]:
+            fd = os.open(p, os.O_RDONLY)
+            with contextlib.suppress(OSError):  # fsync of a directory fails on some filesystems
+                os.fsync(fd)
+            os.close(fd)
+
+
+def _write_record(parent, key, arrays, attrs):
+    """Write ``arrays`` into subgroup ``parent/key``: arrays, attrs + checksum, then ``complete`` last."""
+    arrays = {k: np.asarray(v) for k, v in arrays.items()}
+    for k, a in arrays.items():
+        if not isinstance(k, str) or not _SAFE.match(k):
+            raise ValueError(f"array name {k!r} must match {_SAFE.pattern}")
+        if a.dtype.kind not in _DTYPES:
+            raise TypeError(f"array {k!r}: dtype {a.dtype} is not numeric (checkpoints hold no pickle)")
+        arrays[k] = np.array(a, dtype=_DTYPES[a.dtype.kind], order="C")  # (not ascontiguousarray: 0-d)
+    g = parent.create_group(key, overwrite=True)
+    for k, a in arrays.items():
+        fill = np.nan if a.dtype.kind in "fc" else 0  # a lost chunk reads as NaN, failing the checksum
+        g.create_array(k, data=a, chunks=tuple(max(1, s) for s in a.shape) or "auto", fill_value=fill)
+    checksum = _checksum(arrays)
+    g.attrs.update({**attrs, "arrays": sorted(arrays), "checksum": checksum})
+    g.attrs["complete"] = True
+    return checksum
+
+
+def _read_record(path):
+    """Read and verify a record group; return ``(attrs, arrays)`` or raise saying what is wrong."""
+    if not os.path.exists(os.path.join(path, "zarr.json")):
+        raise CheckpointError(f"{path}: missing or half-written (no zarr.json)")
+    try:
+        g = zarr.open_group(path, mode="r")
+        attrs = dict(g.attrs)
+        complete = attrs.get("complete") is True
+        arrays = {k: np.asarray(g[k][...]) for k in attrs.get("arrays", [])} if complete else {}
+    except Exception as e:
+        raise CheckpointError(f"{path}: metadata or data unreadable ({type(e).__name__}: {e})") from e
+    if not complete:
+        raise CheckpointError(f"{path}: half-written (no 'complete' mark)")
+    if _checksum(arrays) != attrs.get("checksum"):
+        raise CheckpointError(f"{path}: checksum mismatch (missing or corrupted chunks)")
+    return attrs, arrays
+
+
+def _read_pointer(path):
+    """Return the parsed ``CURRENT.json`` of the store at ``path``, None if absent; raise if damaged."""
+    cur = os.path.join(path, "CURRENT.json")
+    if not os.path.exists(cur):
+        return None
+    try:
+        with open(cur, encoding="utf-8") as f:
+            pointer = json.load(f)
+        if not (isinstance(pointer.get("state"), str) and _SAFE.match(pointer["state"])):
+            raise ValueError(f"bad pointer {pointer!r}")
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {cur} is damaged ({type(e).__name__}: {e}); {_FRESH_HINT}") from e
+    return pointer
+
+
+def _write_json_atomic(path, obj):
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, allow_nan=False)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _subdirs(path):
+    try:
+        return sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _n_partitions(path):
+    return sum(len(_subdirs(os.path.join(path, "passes", p))) for p in _subdirs(os.path.join(path, "passes")))
+
+
+def _root_attrs(path):
+    if not os.path.isdir(path):
+        raise CheckpointError(f"{path} is not an nlsq_dask checkpoint (not a directory)")
+    try:
+        attrs = dict(zarr.open_group(path, mode="r").attrs)
+    except Exception as e:
+        raise CheckpointError(f"checkpoint {path} is damaged ({type(e).__name__}: {e}); {_FRESH_HINT}") from e
+    if attrs.get(FORMAT_KEY) != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is a zarr group but not an nlsq_dask checkpoint")
+    return attrs
+
+
+def _info(path, safe=False):
+    base = {"name": os.path.basename(path).removesuffix(".zarr"), "path": path}
+    try:
+        attrs = _root_attrs(path)
+        pointer = _read_pointer(path)  # state attrs verified like load_state does (states are small)
+        st = _read_record(os.path.join(path, "states", pointer["state"]))[0] if pointer else {}
+    except CheckpointError as e:
+        if not safe:
+            raise
+        return {**base, "error": str(e)}
+    fp = attrs.get("fingerprint") or {}
+    summary = {"model": str(fp.get("model", ""))[:12], "param_names": fp.get("param_names"),
+               "n_data": len(fp.get("data") or []), "loss": fp.get("loss")}
+    return {**base, "fingerprint": summary, "iteration": st.get("iteration"),
+            "cost": _from_json(st.get("scalars", {})).get("cost"), "created": attrs.get("created"),
+            "updated": pointer.get("updated") if pointer else attrs.get("created"),
+            "n_partitions": _n_partitions(path)}
+
+
+class CheckpointStore:
+    """One fit's checkpoint group; create it with :meth:`open`. Single writer (one client process)."""
+
+    def __init__(self, path, name, fingerprint, resumed):
+        self.path, self.name, self.fingerprint, self.resumed = path, name, fingerprint, resumed
+        self._root = zarr.open_group(path, mode="r+")
+
+    @classmethod
+    def open(cls, checkpoint_dir, name, fingerprint, *, resume=True, fresh=False):
+        """Open or create ``checkpoint_dir/name.zarr`` for the problem ``fingerprint``.
+
+        Parameters
+        ----------
+        checkpoint_dir : path, created if needed; must be writable (probed first)
+        name : str of letters, digits and ``_.-`` (a trailing ``.zarr`` is dropped)
+        fingerprint : dict from :func:`fingerprint_problem`; must equal the stored one to resume
+        resume, fresh : bool; ``fresh=True`` or ``resume=False`` deletes an existing store and starts over
+
+        Returns a store whose ``.resumed`` says whether a state or partitions were found. Raises
+        :class:`CheckpointError` for an unwritable directory, a damaged or foreign store, or a different
+        fingerprint (the differences are listed).
+        """
+        cdir = os.path.abspath(os.fspath(checkpoint_dir))
+        probe = os.path.join(cdir, f".nlsq_dask_probe-{os.getpid()}")
+        try:
+            os.makedirs(cdir, exist_ok=True)
+            os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+            os.remove(probe)
+        except OSError as e:
+            raise CheckpointError(f"checkpoint directory {cdir} is not writable ({e})") from e
+        name = str(name).removesuffix(".zarr")
+        if not _SAFE.match(name):
+            raise CheckpointError(f"{cdir}: checkpoint name {name!r} must match {_SAFE.pattern}")
+        path = os.path.join(cdir, name + ".zarr")
+        fingerprint = _to_json(fingerprint, tag_floats=False, where="fingerprint")
+        if os.path.lexists(path):
+            try:
+                attrs = _root_attrs(path)
+            except CheckpointError as e:
+                if (resume and not fresh) or "not an nlsq_dask" in str(e):  # never delete foreign data
+                    raise
+            if fresh or not resume:
+                logger.info("nlsq_dask: discarding checkpoint %s", path)
+                shutil.rmtree(path)
+            else:
+                diffs = diff_fingerprints(attrs.get("fingerprint"), fingerprint)
+                if diffs:
+                    raise CheckpointError(f"checkpoint {path} was written for another problem: "
+                                          f"{'; '.join(diffs)}; {_FRESH_HINT}")
+                resumed = os.path.exists(os.path.join(path, "CURRENT.json")) or _n_partitions(path) > 0
+                return cls(path, name, fingerprint, resumed)
+        meta = {FORMAT_KEY: FORMAT_VERSION, "created": _now(), "fingerprint": fingerprint}
+        zarr.open_group(path, mode="w").attrs.update(meta)
+        return cls(path, name, fingerprint, False)
+
+    def save_config(self, config):
+        """Store the resolved fit configuration (JSON-safe dict) in the root attributes."""
+        self._root.attrs["config"] = _to_json(config, where="config")
+
+    def save_state(self, iteration, arrays, scalars):
+        """Atomically store the solver state: numeric ``arrays`` (kept as float64/int64/bool/complex128)
+        and JSON-safe ``scalars`` (nan/inf allowed; lists such as a cost history too)."""
+        old = _read_pointer(self.path)
+        it = int(iteration)
+        key = f"{it}-b" if old and old["state"] == str(it) else str(it)  # never overwrite the current state
+        attrs = {"iteration": it, "saved": _now(), "scalars": _to_json(scalars, where="scalars")}
+        checksum = _write_record(self._root.require_group("states"), key, arrays, attrs)
+        _fsync_tree(os.path.join(self.path, "states", key))
+        pointer = {"state": key, "iteration": it, "checksum": checksum, "updated": _now()}
+        _write_json_atomic(os.path.join(self.path, "CURRENT.json"), pointer)
+        keep = {key, old["state"] if old else key}
+        for d in _subdirs(os.path.join(self.path, "states")):
+            if d not in keep:
+                shutil.rmtree(os.path.join(self.path, "states", d), ignore_errors=True)
+
+    def load_state(self):
+        """Return ``(iteration, arrays, scalars)`` of the current state, None if none; raise
+        :class:`CheckpointError` when it is missing, half-written or corrupted."""
+        pointer = _read_pointer(self.path)
+        if pointer is None:
+            return None
+        path = os.path.join(self.path, "states", pointer["state"])
+        try:
+            attrs, arrays = _read_record(path)
+            if attrs["checksum"] != pointer.get("checksum"):
+                raise CheckpointError(f"{path}: checksum differs from CURRENT.json")
+        except CheckpointError as e:
+            raise CheckpointError(f"checkpoint {self.path} is damaged: {e}; {_FRESH_HINT}") from e
+        return int(attrs["iteration"]), arrays, _from_json(attrs.get("scalars", {}))
+
+    def save_partition(self, pass_key, block_index, stats):
+        """Atomically store the statistics of one finished block of pass ``pass_key`` ('it0007-p0012')."""
+        if not _SAFE.match(str(pass_key)):
+            raise ValueError(f"pass_key {pass_key!r} must match {_SAFE.pattern}")
+        group = self._root.require_group("passes").require_group(str(pass_key))
+        _write_record(group, str(int(block_index)), stats, {"block_index": int(block_index)})
+
+    def load_partitions(self, pass_key):
+        """Return ``{block_index: stats}`` of the complete, checksum-valid blocks of ``pass_key``
+        (half-written blocks are skipped silently, corrupted ones with a warning: both get recomputed)."""
+        base = os.path.join(self.path, "passes", str(pass_key))
+        out = {}
+        for d in _subdirs(base):
+            try:
+                out[int(d)] = _read_record(os.path.join(base, d))[1]
+            except (CheckpointError, ValueError) as e:
+                if "half-written" not in str(e):
+                    logger.warning("nlsq_dask: skipping damaged partition %s (%s)", os.path.join(base, d), e)
+        return out
+
+    def clear_passes(self, keep=None):
+        """Delete the partition data of every pass except ``keep``."""
+        for d in _subdirs(os.path.join(self.path, "passes")):
+            if d != keep:
+                shutil.rmtree(os.path.join(self.path, "passes", d), ignore_errors=True)
+
+    def info(self):
+        """Summary dict: name, path, fingerprint summary, iteration, cost, created, updated, n_partitions."""
+        return _info(self.path)
+
+
+def list_checkpoints(checkpoint_dir):
+    """Return the info of each ``*.zarr`` fit in ``checkpoint_dir`` (damaged ones with an ``error`` field)."""
+    cdir = os.path.abspath(os.fspath(checkpoint_dir))
+    return [_info(os.path.join(cdir, d), safe=True) for d in _subdirs(cdir) if d.endswith(".zarr")]
+
+
+def inspect_checkpoint(path):
+    """Return the info of the checkpoint at ``path`` plus its stored ``config`` and ``fingerprint``."""
+    info = _info(os.path.abspath(os.fspath(path)))
+    attrs = _root_attrs(info["path"])
+    return {**info, "config": _from_json(attrs.get("config")), "fingerprint": attrs.get("fingerprint")}
