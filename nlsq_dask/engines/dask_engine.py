@@ -1,0 +1,176 @@
+"""CHUNKED and STREAMING tiers: one exact LM whose passes are dask graphs.
+
+A pass maps :func:`~nlsq_dask.engines.partitions.block_task` over the partitions
+and adds the results in a fixed tree of fan-in ``split_every``; the client reads
+the small result and takes one :func:`~nlsq_dask.solver.lm_step` — the same code
+the STANDARD tier runs inside ``lax.while_loop``. CHUNKED persists the inputs once
+(on the Client's workers, or in local memory) and reuses them every pass;
+STREAMING keeps the source lineage, so every pass re-reads the partitions (zarr)
+and memory stays O(partition).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+import uuid
+
+import numpy as np
+
+from ..workflow import WorkflowTier
+from .in_memory import EngineOutput
+from .partitions import align_chunks, block_task, combine_task, tile_for
+
+log = logging.getLogger("nlsq_dask")
+
+
+def as_dask_arrays(inputs, partition_points: int, chunk_size: int | None):
+    """The inputs as 1-D dask arrays with aligned chunks along the point axis."""
+    import dask.array as da
+
+    arrays = [*inputs.xs, inputs.y] + ([inputs.sigma] if inputs.sigma is not None else [])
+    names = [f"x[{i}]" for i in range(inputs.n_inputs)] + ["y"] + (
+        ["sigma"] if inputs.sigma is not None else [])
+    if not inputs.lazy:
+        step = int(chunk_size or partition_points)
+        return [da.from_array(np.asarray(a), chunks=step, name=False) for a in arrays]
+    arrays = [a if hasattr(a, "dask") else da.from_array(np.asarray(a), chunks=-1)
+              for a in arrays]
+    target = None
+    if chunk_size:
+        n = inputs.n_points
+        target = tuple([chunk_size] * (n // chunk_size) + ([n % chunk_size] if n % chunk_size else []))
+    elif any(not hasattr(a, "dask") for a in [*inputs.xs, inputs.y]):
+        target = next(a.chunks[0] for a in arrays if len(a.chunks[0]) > 1) if any(
+            len(a.chunks[0]) > 1 for a in arrays) else None
+    return align_chunks(arrays, names, target)
+
+
+class PassRunner:
+    """Builds and runs one statistics pass per call."""
+
+    def __init__(self, spec, arrays, *, n_x: int, loss: str, f_scale: float, reduction: str,
+                 split_every: int, client=None):
+        import dask
+
+        self.spec, self.arrays, self.n_x = spec, arrays, n_x
+        self.loss, self.f_scale, self.reduction = loss, float(f_scale), reduction
+        self.split_every = max(2, int(split_every))
+        self.client = client
+        self.chunks = arrays[0].chunks[0]
+        self.max_block = int(max(self.chunks))
+        self.tile = tile_for(self.max_block)
+        self.token = dask.base.tokenize(spec.func, spec.param_names, spec.x_form, uuid.uuid4().hex
+                                        if spec.func.__name__ == "<lambda>" else "")
+        self.n_passes = 0
+
+    @property
+    def n_partitions(self) -> int:
+        return len(self.chunks)
+
+    def graph(self, params: np.ndarray):
+        """``(HighLevelGraph, final key, layer name)`` of the pass at ``params``."""
+        import dask
+        from dask.highlevelgraph import HighLevelGraph
+
+        params = np.asarray(params, dtype=np.float64)
+        tok = dask.base.tokenize(self.token, params, self.n_passes)
+        stats_name, comb_name = f"nlsq-stats-{tok}", f"nlsq-combine-{tok}"
+        layer = {}
+        keys = [a.__dask_keys__() for a in self.arrays]
+        level = []
+        for i in range(self.n_partitions):
+            blocks = [k[i] for k in keys]
+            layer[(stats_name, i)] = (block_task, self.token, self.spec, self.loss, self.reduction,
+                                      self.tile, self.max_block, params, self.f_scale, self.n_x,
+                                      *blocks)
+            level.append((stats_name, i))
+        depth = 0
+        while len(level) > 1:
+            nxt = []
+            for j in range(0, len(level), self.split_every):
+                key = (comb_name, depth, j // self.split_every)
+                layer[key] = (combine_task, self.reduction, *level[j:j + self.split_every])
+                nxt.append(key)
+            level, depth = nxt, depth + 1
+        hlg = HighLevelGraph.from_collections(stats_name, layer, dependencies=self.arrays)
+        return hlg, level[0], stats_name
+
+    def __call__(self, params: np.ndarray):
+        from dask.delayed import Delayed
+
+        from ..solver import NormalStats, QRStats
+
+        hlg, key, layer = self.graph(params)
+        d = Delayed(key, hlg, layer=layer)
+        out = self.client.compute(d, sync=True) if self.client is not None else d.compute()
+        self.n_passes += 1
+        cls = QRStats if self.reduction == "qr" else NormalStats
+        return cls(*[np.asarray(o) for o in out])
+
+
+def _persist(arrays, client):
+    import dask
+
+    if client is not None:
+        return client.persist(arrays)
+    return list(dask.persist(*arrays))
+
+
+class ProgressLine:
+    """One line per pass to the log; with ``show`` also a live line on stderr."""
+
+    def __init__(self, show: bool, n_points: int):
+        self.show, self.n_points, self.t0 = show, n_points, time.perf_counter()
+
+    def __call__(self, state, pass_seconds: float):
+        rate = self.n_points / pass_seconds if pass_seconds > 0 else float("inf")
+        msg = (f"pass {int(state.nfev):3d} | iter {int(state.nit):3d} | cost {float(state.cost):.6e} "
+               f"| step {float(state.last_step_norm):.3e} | {rate / 1e6:8.2f} Mpts/s")
+        log.info(msg)
+        if self.show:
+            sys.stderr.write("\r" + msg)
+            sys.stderr.flush()
+
+    def close(self):
+        if self.show:
+            sys.stderr.write("\n")
+
+
+def run_dask(spec, *, x0, inputs, selection, opts, client=None, progress=False) -> EngineOutput:
+    """Fit with CHUNKED or STREAMING passes; returns the final state and history."""
+    import jax
+
+    from ..solver import lm_init, lm_step
+
+    c = selection.config
+    arrays = as_dask_arrays(inputs, selection.partition_points, c.chunk_size)
+    if selection.tier is WorkflowTier.CHUNKED:
+        arrays = _persist(arrays, client)
+    runner = PassRunner(spec, arrays, n_x=inputs.n_inputs, loss=c.loss, f_scale=c.f_scale,
+                        reduction=c.reduction, split_every=c.split_every, client=client)
+    init = jax.jit(lm_init, static_argnames="reduction")
+    step = jax.jit(lm_step, static_argnames="reduction")
+    show = ProgressLine(progress, inputs.n_points)
+    t0 = time.perf_counter()
+    tp = time.perf_counter()
+    state = jax.device_get(init(x0, runner(x0), opts, reduction=c.reduction))
+    show(state, time.perf_counter() - tp)
+    history = [_entry(state, t0)]
+    while not bool(state.done):
+        tp = time.perf_counter()
+        stats = runner(state.x_trial)
+        state = jax.device_get(step(state, stats, opts, reduction=c.reduction))
+        show(state, time.perf_counter() - tp)
+        if bool(state.accepted) and int(state.nit) > history[-1]["iteration"]:
+            history.append(_entry(state, t0))
+    show.close()
+    return EngineOutput(state, history, time.perf_counter() - t0)
+
+
+def _entry(state, t0: float) -> dict:
+    return dict(iteration=int(state.nit), cost=float(state.cost),
+                params=np.asarray(state.x).tolist(), nfev=int(state.nfev),
+                step_norm=float(state.last_step_norm),
+                elapsed=time.perf_counter() - t0, elapsed_estimated=False)

@@ -1,0 +1,110 @@
+"""Partitions of a dask fit: aligned chunks, bucket lengths and the per-block kernel.
+
+The kernel runs inside dask tasks (threads or worker processes). It pads a block to
+one of a few bucket lengths with a zero-weight mask, so a fit compiles one kernel
+per bucket rather than one per block length, and it caches the jitted kernel per
+process under a token computed once on the client (a model function unpickled on a
+worker is a new object every task, which would otherwise defeat JAX's cache).
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import partial
+
+import numpy as np
+
+MAX_TILE = 4096
+_KERNELS: dict = {}
+_LOCK = threading.Lock()
+
+
+def tile_for(max_block: int) -> int:
+    """Tile length for blocks of at most ``max_block`` points (a multiple of 8)."""
+    return int(min(MAX_TILE, max(8, -(-max_block // 8) * 8)))
+
+
+def bucket_length(length: int, tile: int, max_block: int) -> int:
+    """Padded length of a block: ``tile·2^k`` capped at the largest block (rounded to a tile)."""
+    full = -(-max_block // tile) * tile
+    tiles = -(-length // tile)
+    return int(min(full, tile * (1 << max(0, (tiles - 1).bit_length()))))
+
+
+def align_chunks(arrays: list, names: list[str], target: tuple[int, ...] | None = None):
+    """Rechunk 1-D dask arrays to common chunks along the point axis.
+
+    With ``target`` all arrays get those chunks. Otherwise they get the common
+    refinement of their chunk boundaries, which never reads a source chunk twice;
+    if that refinement would multiply the number of partitions (badly misaligned
+    inputs), a ``ValueError`` says which arrays to rechunk.
+    """
+    if target is not None:
+        return [a.rechunk((target,)) for a in arrays]
+    chunk_sets = [a.chunks[0] for a in arrays]
+    if all(c == chunk_sets[0] for c in chunk_sets):
+        return arrays
+    bounds = sorted(set().union(*[set(np.cumsum((0,) + c).tolist()) for c in chunk_sets]))
+    refined = tuple(int(b - a) for a, b in zip(bounds[:-1], bounds[1:]))
+    most = max(len(c) for c in chunk_sets)
+    if len(refined) > 2 * most:
+        desc = ", ".join(f"{n}: {len(c)} chunks of ~{int(np.mean(c)):,}" for n, c in zip(names, chunk_sets))
+        raise ValueError(
+            f"the chunks of {', '.join(names)} are misaligned ({desc}); aligning them would "
+            f"create {len(refined)} partitions. Rechunk them to the same chunks along the "
+            "point axis, e.g. y = y.rechunk(x.chunks[-1]), or pass chunk_size=")
+    return [a.rechunk((refined,)) for a in arrays]
+
+
+def _kernel(token, spec, loss: str, reduction: str, tile: int):
+    key = (token, loss, reduction, tile)
+    fn = _KERNELS.get(key)
+    if fn is None:
+        import jax
+
+        from ..solver import block_stats
+
+        with _LOCK:
+            fn = _KERNELS.get(key)
+            if fn is None:
+                fn = jax.jit(partial(block_stats, spec, loss, reduction, tile))
+                _KERNELS[key] = fn
+    return fn
+
+
+def compile_count() -> int:
+    """Compiled kernel variants in this process (for tests)."""
+    return sum(fn._cache_size() for fn in _KERNELS.values())
+
+
+def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n_x, *blocks):
+    """Statistics of one partition, as a tuple of numpy arrays (a dask task)."""
+    import jax.numpy as jnp
+
+    xs, y = blocks[:n_x], blocks[n_x]
+    sigma = blocks[n_x + 1] if len(blocks) > n_x + 1 else None
+    n = int(np.shape(y)[0])
+    length = bucket_length(n, tile, max_block)
+
+    def padded(a, fill=0.0):
+        a = np.asarray(a, dtype=np.float64)
+        return a if a.shape[0] == length else np.concatenate([a, np.full(length - n, fill)])
+
+    mask = np.zeros(length, dtype=bool)
+    mask[:n] = True
+    w = np.ones(length) if sigma is None else 1.0 / padded(sigma, 1.0)
+    stats = _kernel(token, spec, loss, reduction, tile)(
+        jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, mask, f_scale)
+    return tuple(np.asarray(s) for s in stats)
+
+
+def combine_task(reduction: str, *parts):
+    """Fixed-order sum of partition statistics (deterministic)."""
+    if reduction == "qr":
+        R = np.concatenate([p[2] for p in parts], axis=0)
+        R = np.linalg.qr(R, mode="r")[: parts[0][2].shape[0]]
+        return (sum(p[0] for p in parts), sum(p[1] for p in parts), R)
+    out = list(parts[0])
+    for p in parts[1:]:
+        out = [a + b for a, b in zip(out, p)]
+    return tuple(out)
