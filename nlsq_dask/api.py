@@ -16,6 +16,10 @@ from .workflow import (DatasetProfile, ResourceSnapshot, WorkflowSelector, Workf
                        resolve_config)
 
 
+ENGINE_OPTIONS = ("checkpoint_dir", "enable_checkpoints", "checkpoint_frequency",
+                  "checkpoint_name", "resume", "checkpoint_fresh")
+
+
 class FitWarning(UserWarning):
     """The optimiser stopped without meeting a convergence criterion."""
 
@@ -141,6 +145,10 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     overrides = dict(goal=goal, tier=tier, loss=loss, f_scale=f_scale, ftol=ftol, xtol=xtol,
                      gtol=gtol, max_nfev=max_nfev, reduction=reduction, chunk_size=chunk_size,
                      memory_limit_gb=memory_limit_gb, split_every=split_every)
+    unknown = set(engine_options) - set(ENGINE_OPTIONS)
+    if unknown:
+        raise TypeError(f"fit() got unexpected keyword argument(s) {sorted(unknown)}; "
+                        f"valid extra options are {list(ENGINE_OPTIONS)}")
     for key in ("checkpoint_dir", "enable_checkpoints", "checkpoint_frequency"):
         if key in engine_options:
             overrides[key] = engine_options.pop(key)
@@ -161,13 +169,15 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     n_max = int(c.max_nfev) if c.max_nfev is not None else 100 * len(names)
     opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max,
                         None if isinstance(x_scale, str) and x_scale == "jac" else x_scale)
-    if selection.tier is WorkflowTier.STANDARD:
+    if selection.tier is WorkflowTier.STANDARD and not c.enable_checkpoints:
         from .engines.in_memory import run_in_memory
         out = run_in_memory(spec, x0=p0, inputs=inputs, loss=c.loss, f_scale=c.f_scale,
                             reduction=c.reduction, opts=opts, max_nfev=n_max)
     else:
         from .engines.dask_engine import run_dask
-        out = run_dask(spec, x0=p0, inputs=inputs, selection=selection, opts=opts,
+        # Checkpointing needs the host between passes, so a checkpointed STANDARD fit
+        # runs the same passes through the dask engine (one partition).
+        out = run_dask(spec, x0=p0, inputs=inputs, selection=selection, opts=opts, lb=lb, ub=ub,
                        client=client, progress=progress, **engine_options)
     return build_result(out, names, selection, absolute_sigma)
 
@@ -191,4 +201,4 @@ def build_result(out, names, selection, absolute_sigma: bool) -> FitResult:
                      cost=float(state.cost), n_points_used=n_used, nfev=int(state.nfev),
                      nit=int(state.nit), status=status, message=STATUS_MESSAGES[status],
                      tier=selection.tier, config=c, selection=selection, history=out.history,
-                     elapsed=out.elapsed)
+                     elapsed=out.elapsed, extras=dict(out.extras))

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..workflow import WorkflowTier
 from .in_memory import EngineOutput
-from .partitions import align_chunks, block_task, combine_task, tile_for
+from .partitions import (align_chunks, block_task, combine_task, reduce_parts, reduction_tree,
+                         tile_for)
 
 log = logging.getLogger("nlsq_dask")
 
@@ -69,45 +70,94 @@ class PassRunner:
     def n_partitions(self) -> int:
         return len(self.chunks)
 
+    def _block_layer(self, params: np.ndarray, tok: str):
+        stats_name = f"nlsq-stats-{tok}"
+        keys = [a.__dask_keys__() for a in self.arrays]
+        layer = {(stats_name, i): (block_task, self.token, self.spec, self.loss, self.reduction,
+                                   self.tile, self.max_block, params, self.f_scale, self.n_x,
+                                   *[k[i] for k in keys])
+                 for i in range(self.n_partitions)}
+        return stats_name, layer
+
+    def _token(self, params: np.ndarray) -> str:
+        import dask
+
+        return dask.base.tokenize(self.token, params, self.n_passes)
+
     def graph(self, params: np.ndarray):
         """``(HighLevelGraph, final key, layer name)`` of the pass at ``params``."""
-        import dask
         from dask.highlevelgraph import HighLevelGraph
 
         params = np.asarray(params, dtype=np.float64)
-        tok = dask.base.tokenize(self.token, params, self.n_passes)
-        stats_name, comb_name = f"nlsq-stats-{tok}", f"nlsq-combine-{tok}"
-        layer = {}
-        keys = [a.__dask_keys__() for a in self.arrays]
-        level = []
-        for i in range(self.n_partitions):
-            blocks = [k[i] for k in keys]
-            layer[(stats_name, i)] = (block_task, self.token, self.spec, self.loss, self.reduction,
-                                      self.tile, self.max_block, params, self.f_scale, self.n_x,
-                                      *blocks)
-            level.append((stats_name, i))
-        depth = 0
-        while len(level) > 1:
+        tok = self._token(params)
+        stats_name, layer = self._block_layer(params, tok)
+        level = [(stats_name, i) for i in range(self.n_partitions)]
+        for depth, groups in enumerate(reduction_tree(len(level), self.split_every)):
             nxt = []
-            for j in range(0, len(level), self.split_every):
-                key = (comb_name, depth, j // self.split_every)
-                layer[key] = (combine_task, self.reduction, *level[j:j + self.split_every])
+            for j, g in enumerate(groups):
+                key = (f"nlsq-combine-{tok}", depth, j)
+                layer[key] = (combine_task, self.reduction, *[level[i] for i in g])
                 nxt.append(key)
-            level, depth = nxt, depth + 1
+            level = nxt
         hlg = HighLevelGraph.from_collections(stats_name, layer, dependencies=self.arrays)
         return hlg, level[0], stats_name
 
+    def _stats(self, out):
+        from ..solver import NormalStats, QRStats
+
+        cls = QRStats if self.reduction == "qr" else NormalStats
+        return cls(*[np.asarray(o) for o in out])
+
     def __call__(self, params: np.ndarray):
         from dask.delayed import Delayed
-
-        from ..solver import NormalStats, QRStats
 
         hlg, key, layer = self.graph(params)
         d = Delayed(key, hlg, layer=layer)
         out = self.client.compute(d, sync=True) if self.client is not None else d.compute()
         self.n_passes += 1
-        cls = QRStats if self.reduction == "qr" else NormalStats
-        return cls(*[np.asarray(o) for o in out])
+        return self._stats(out)
+
+    def checkpointed(self, params: np.ndarray, store, pass_key: str):
+        """A pass that stores each finished partition and reuses stored ones.
+
+        Returns the statistics and the number of partitions computed in this call.
+        Partitions finish into the store as they complete (with a Client) or in
+        batches of a few per worker thread (threaded scheduler); the client then adds
+        them along the same tree as :meth:`graph`, so the numbers are identical.
+        """
+        import dask
+        from dask.delayed import Delayed
+        from dask.highlevelgraph import HighLevelGraph
+
+        params = np.asarray(params, dtype=np.float64)
+        done = {i: tuple(v[f"s{j}"] for j in range(len(v))) for i, v in store.load_partitions(pass_key).items()}
+        todo = [i for i in range(self.n_partitions) if i not in done]
+        if todo:
+            stats_name, layer = self._block_layer(params, self._token(params))
+            hlg = HighLevelGraph.from_collections(stats_name, layer, dependencies=self.arrays)
+            delayed = {i: Delayed((stats_name, i), hlg, layer=stats_name) for i in todo}
+
+            def keep(i, out):
+                out = tuple(np.asarray(o) for o in out)
+                store.save_partition(pass_key, i, {f"s{j}": o for j, o in enumerate(out)})
+                done[i] = out
+
+            if self.client is not None:
+                from distributed import as_completed
+
+                futures = self.client.compute([delayed[i] for i in todo])
+                index = {f.key: i for f, i in zip(futures, todo)}
+                for fut, out in as_completed(futures, with_results=True):
+                    keep(index[fut.key], out)
+            else:
+                batch = max(2, 2 * (dask.system.CPU_COUNT or 1))
+                for j in range(0, len(todo), batch):
+                    group = todo[j:j + batch]
+                    for i, out in zip(group, dask.compute(*[delayed[i] for i in group])):
+                        keep(i, out)
+        self.n_passes += 1
+        parts = [done[i] for i in range(self.n_partitions)]
+        return self._stats(reduce_parts(parts, self.reduction, self.split_every)), len(todo)
 
 
 def _persist(arrays, client):
@@ -138,14 +188,26 @@ class ProgressLine:
             sys.stderr.write("\n")
 
 
-def run_dask(spec, *, x0, inputs, selection, opts, client=None, progress=False) -> EngineOutput:
-    """Fit with CHUNKED or STREAMING passes; returns the final state and history."""
+def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None,
+             progress=False, checkpoint_name=None, resume=True, checkpoint_fresh=False) -> EngineOutput:
+    """Fit with CHUNKED or STREAMING passes; returns the final state and history.
+
+    With checkpoints enabled in the configuration, the solver state is stored every
+    ``checkpoint_frequency`` passes and finished partitions within a pass, and a
+    stored fit of the same problem is resumed (``resume=True``).
+    """
     import jax
 
-    from ..solver import lm_init, lm_step
+    from ..solver import LMState, lm_init, lm_step
 
     c = selection.config
     arrays = as_dask_arrays(inputs, selection.partition_points, c.chunk_size)
+    ckpt = None
+    if c.enable_checkpoints:
+        from .fit_checkpoint import FitCheckpoint
+
+        ckpt = FitCheckpoint.open(spec, inputs, arrays, lb, ub, c, x0, name=checkpoint_name,
+                                  resume=resume, fresh=checkpoint_fresh)
     if selection.tier is WorkflowTier.CHUNKED:
         arrays = _persist(arrays, client)
     runner = PassRunner(spec, arrays, n_x=inputs.n_inputs, loss=c.loss, f_scale=c.f_scale,
@@ -153,20 +215,45 @@ def run_dask(spec, *, x0, inputs, selection, opts, client=None, progress=False) 
     init = jax.jit(lm_init, static_argnames="reduction")
     step = jax.jit(lm_step, static_argnames="reduction")
     show = ProgressLine(progress, inputs.n_points)
+    computed = 0
+
+    def run_pass(params, nfev):
+        nonlocal computed
+        if ckpt is None:
+            computed += runner.n_partitions
+            return runner(params)
+        stats, n = runner.checkpointed(params, ckpt.store, ckpt.pass_key(nfev, params))
+        computed += n
+        return stats
+
     t0 = time.perf_counter()
-    tp = time.perf_counter()
-    state = jax.device_get(init(x0, runner(x0), opts, reduction=c.reduction))
-    show(state, time.perf_counter() - tp)
-    history = [_entry(state, t0)]
+    loaded = ckpt.load(LMState) if ckpt is not None else None
+    if loaded is not None:
+        state, history = loaded
+        resumed_at = int(state.nfev)
+        log.info("resuming %s at pass %d", ckpt.path, resumed_at)
+    else:
+        tp = time.perf_counter()
+        state = jax.device_get(init(x0, run_pass(x0, 0), opts, reduction=c.reduction))
+        show(state, time.perf_counter() - tp)
+        history, resumed_at = [_entry(state, t0)], None
+        if ckpt is not None:
+            ckpt.save(state, history, force=True)
     while not bool(state.done):
         tp = time.perf_counter()
-        stats = runner(state.x_trial)
+        stats = run_pass(state.x_trial, int(state.nfev))
         state = jax.device_get(step(state, stats, opts, reduction=c.reduction))
         show(state, time.perf_counter() - tp)
         if bool(state.accepted) and int(state.nit) > history[-1]["iteration"]:
             history.append(_entry(state, t0))
+        if ckpt is not None:
+            ckpt.save(state, history, force=bool(state.done))
     show.close()
-    return EngineOutput(state, history, time.perf_counter() - t0)
+    extras = {"n_partitions": runner.n_partitions, "partitions_computed": computed}
+    if ckpt is not None:
+        extras["checkpoint"] = {"path": ckpt.path, "resumed": resumed_at is not None,
+                                "resumed_at_pass": resumed_at}
+    return EngineOutput(state, history, time.perf_counter() - t0, extras)
 
 
 def _entry(state, t0: float) -> dict:

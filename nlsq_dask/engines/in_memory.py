@@ -34,6 +34,7 @@ class EngineOutput(NamedTuple):
     state: object  # LMState with numpy leaves
     history: list  # per accepted iteration: dict(iteration, cost, params, nfev, elapsed)
     elapsed: float
+    extras: dict = {}
 
 
 def choose_tile(n_points: int) -> int:

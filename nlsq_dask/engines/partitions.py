@@ -98,6 +98,27 @@ def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n
     return tuple(np.asarray(s) for s in stats)
 
 
+def reduction_tree(n_parts: int, split_every: int) -> list[list[list[int]]]:
+    """Groups of the fixed reduction tree: per level, the indices combined together.
+
+    The graph and the client-side reduction of a checkpointed pass both follow it,
+    so a pass gives bit-identical statistics whichever way it ran.
+    """
+    levels, width = [], n_parts
+    while width > 1:
+        groups = [list(range(j, min(j + split_every, width))) for j in range(0, width, split_every)]
+        levels.append(groups)
+        width = len(groups)
+    return levels
+
+
+def reduce_parts(parts: list, reduction: str, split_every: int):
+    """Combine partition statistics on the client along :func:`reduction_tree`."""
+    for groups in reduction_tree(len(parts), split_every):
+        parts = [combine_task(reduction, *[parts[i] for i in g]) for g in groups]
+    return parts[0]
+
+
 def combine_task(reduction: str, *parts):
     """Fixed-order sum of partition statistics (deterministic)."""
     if reduction == "qr":

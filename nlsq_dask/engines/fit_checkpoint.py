@@ -1,0 +1,81 @@
+"""Checkpointing of a dask fit: which store, what fingerprint, and state <-> record.
+
+The store itself (:mod:`~nlsq_dask.engines.checkpoint`) knows nothing about the
+solver; this module maps an :class:`~nlsq_dask.solver.LMState` and the history to
+numeric arrays and JSON scalars, and names the pass records so that stored
+partitions are reused only for exactly the same trial point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+
+from .checkpoint import CheckpointStore, fingerprint_problem
+
+DEFAULT_DIR = "./nlsq_checkpoints"
+
+
+def _array_token(a) -> str:
+    if hasattr(a, "dask"):
+        return a.name
+    return hashlib.sha1(np.ascontiguousarray(a).view(np.uint8)).hexdigest()
+
+
+def problem_fingerprint(spec, inputs, arrays, lb, ub, config, p0) -> dict:
+    """What must match for a stored fit to be resumed."""
+    sources = [*inputs.xs, inputs.y] + ([inputs.sigma] if inputs.sigma is not None else [])
+    names = [f"x[{i}]" for i in range(inputs.n_inputs)] + ["y"] + (
+        ["sigma"] if inputs.sigma is not None else [])
+    data = [dict(name=n, shape=[int(s) for s in src.shape], chunks=[int(c) for c in arr.chunks[0]],
+                 dtype=str(src.dtype), token=_array_token(src))
+            for n, src, arr in zip(names, sources, arrays)]
+    return fingerprint_problem(
+        model=spec.func, param_names=list(spec.param_names), data=data, bounds=(lb, ub),
+        loss=config.loss, extra=dict(x_form=spec.x_form, reduction=config.reduction,
+                                     f_scale=float(config.f_scale), p0=np.asarray(p0).tolist()))
+
+
+class FitCheckpoint:
+    """A fit's checkpoint store plus the mapping of solver state to records."""
+
+    def __init__(self, store: CheckpointStore, frequency: int):
+        self.store, self.frequency = store, int(frequency)
+
+    @classmethod
+    def open(cls, spec, inputs, arrays, lb, ub, config, p0, *, name=None, resume=True,
+             fresh=False) -> "FitCheckpoint":
+        """Open (or create) the store; fails before any pass if the directory is unusable."""
+        name = name or re.sub(r"[^A-Za-z0-9_.-]", "_", getattr(spec.func, "__name__", "model"))
+        fp = problem_fingerprint(spec, inputs, arrays, lb, ub, config, p0)
+        store = CheckpointStore.open(config.checkpoint_dir or DEFAULT_DIR, name, fp,
+                                     resume=resume, fresh=fresh)
+        store.save_config(config.to_dict())
+        return cls(store, config.checkpoint_frequency)
+
+    @property
+    def path(self) -> str:
+        return str(self.store.path)
+
+    def load(self, state_type):
+        """``(state, history)`` of the stored fit, or None if it holds none."""
+        loaded = self.store.load_state() if self.store.resumed else None
+        if loaded is None:
+            return None
+        _, arrays, scalars = loaded
+        return state_type(**{f: np.asarray(arrays[f]) for f in state_type._fields}), scalars["history"]
+
+    def save(self, state, history, force: bool = False) -> None:
+        """Store the state every ``frequency`` passes (and when ``force``)."""
+        if not force and int(state.nfev) % self.frequency:
+            return
+        arrays = {f: np.asarray(getattr(state, f)) for f in state._fields}
+        self.store.save_state(int(state.nfev), arrays, {"history": history, "cost": float(state.cost)})
+        self.store.clear_passes()
+
+    @staticmethod
+    def pass_key(nfev: int, params) -> str:
+        digest = hashlib.sha1(np.asarray(params, dtype=np.float64).tobytes()).hexdigest()[:12]
+        return f"pass{nfev:05d}-{digest}"
