@@ -132,7 +132,9 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         Unpacks as ``popt, pcov``.
     """
     from .engines.data import prepare_inputs
+    from .engines.driver import FitContext, run_single, run_starts, run_validation
     from .solver import ModelSpec, check_loss, infer_param_names, make_options
+    from .solver.samplers import draw_starts
 
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, *params); got {type(model).__name__}")
@@ -169,17 +171,22 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     n_max = int(c.max_nfev) if c.max_nfev is not None else 100 * len(names)
     opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max,
                         None if isinstance(x_scale, str) and x_scale == "jac" else x_scale)
-    if selection.tier is WorkflowTier.STANDARD and not c.enable_checkpoints:
-        from .engines.in_memory import run_in_memory
-        out = run_in_memory(spec, x0=p0, inputs=inputs, loss=c.loss, f_scale=c.f_scale,
-                            reduction=c.reduction, opts=opts, max_nfev=n_max)
+    ctx = FitContext(spec, inputs, selection, opts, lb, ub, n_max, client=client,
+                     progress=progress, engine_options=engine_options)
+    report = None
+    if c.enable_multistart and c.n_starts > 1:
+        starts = draw_starts(p0, lb, ub, c.n_starts, sampler=c.sampler,
+                             center_on_p0=c.center_on_p0, scale_factor=c.scale_factor)
+        out, report = run_starts(ctx, starts)
     else:
-        from .engines.dask_engine import run_dask
-        # Checkpointing needs the host between passes, so a checkpointed STANDARD fit
-        # runs the same passes through the dask engine (one partition).
-        out = run_dask(spec, x0=p0, inputs=inputs, selection=selection, opts=opts, lb=lb, ub=ub,
-                       client=client, progress=progress, **engine_options)
-    return build_result(out, names, selection, absolute_sigma)
+        out = run_single(ctx, p0)
+    result = build_result(out, names, selection, absolute_sigma)
+    if report is not None:
+        result.extras["multistart"] = report
+    if c.validation_passes > 0:
+        result.extras["validation"] = run_validation(ctx, result.popt, result.perr,
+                                                     c.validation_passes)
+    return result
 
 
 def build_result(out, names, selection, absolute_sigma: bool) -> FitResult:

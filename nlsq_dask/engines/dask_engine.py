@@ -70,13 +70,14 @@ class PassRunner:
     def n_partitions(self) -> int:
         return len(self.chunks)
 
-    def _block_layer(self, params: np.ndarray, tok: str):
+    def _block_layer(self, params: np.ndarray, tok: str, parts=None):
         stats_name = f"nlsq-stats-{tok}"
         keys = [a.__dask_keys__() for a in self.arrays]
-        layer = {(stats_name, i): (block_task, self.token, self.spec, self.loss, self.reduction,
+        parts = range(self.n_partitions) if parts is None else parts
+        layer = {(stats_name, j): (block_task, self.token, self.spec, self.loss, self.reduction,
                                    self.tile, self.max_block, params, self.f_scale, self.n_x,
                                    *[k[i] for k in keys])
-                 for i in range(self.n_partitions)}
+                 for j, i in enumerate(parts)}
         return stats_name, layer
 
     def _token(self, params: np.ndarray) -> str:
@@ -84,14 +85,18 @@ class PassRunner:
 
         return dask.base.tokenize(self.token, params, self.n_passes)
 
-    def graph(self, params: np.ndarray):
-        """``(HighLevelGraph, final key, layer name)`` of the pass at ``params``."""
+    def graph(self, params: np.ndarray, parts=None):
+        """``(HighLevelGraph, final key, layer name)`` of the pass at ``params``.
+
+        ``params`` is ``(p,)`` or ``(S, p)`` (several starts in one read); ``parts``
+        restricts the pass to those partition indices (tournament rounds).
+        """
         from dask.highlevelgraph import HighLevelGraph
 
         params = np.asarray(params, dtype=np.float64)
         tok = self._token(params)
-        stats_name, layer = self._block_layer(params, tok)
-        level = [(stats_name, i) for i in range(self.n_partitions)]
+        stats_name, layer = self._block_layer(params, tok, parts)
+        level = [(stats_name, j) for j in range(len(layer))]
         for depth, groups in enumerate(reduction_tree(len(level), self.split_every)):
             nxt = []
             for j, g in enumerate(groups):
@@ -108,10 +113,10 @@ class PassRunner:
         cls = QRStats if self.reduction == "qr" else NormalStats
         return cls(*[np.asarray(o) for o in out])
 
-    def __call__(self, params: np.ndarray):
+    def __call__(self, params: np.ndarray, parts=None):
         from dask.delayed import Delayed
 
-        hlg, key, layer = self.graph(params)
+        hlg, key, layer = self.graph(params, parts)
         d = Delayed(key, hlg, layer=layer)
         out = self.client.compute(d, sync=True) if self.client is not None else d.compute()
         self.n_passes += 1
@@ -188,8 +193,19 @@ class ProgressLine:
             sys.stderr.write("\n")
 
 
+def make_runner(spec, inputs, selection, client=None) -> PassRunner:
+    """Aligned (and, for CHUNKED, persisted) partitions and their pass runner."""
+    c = selection.config
+    arrays = as_dask_arrays(inputs, selection.partition_points, c.chunk_size)
+    if selection.tier is WorkflowTier.CHUNKED:
+        arrays = _persist(arrays, client)
+    return PassRunner(spec, arrays, n_x=inputs.n_inputs, loss=c.loss, f_scale=c.f_scale,
+                      reduction=c.reduction, split_every=c.split_every, client=client)
+
+
 def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None,
-             progress=False, checkpoint_name=None, resume=True, checkpoint_fresh=False) -> EngineOutput:
+             progress=False, checkpoint_name=None, resume=True, checkpoint_fresh=False,
+             runner=None) -> EngineOutput:
     """Fit with CHUNKED or STREAMING passes; returns the final state and history.
 
     With checkpoints enabled in the configuration, the solver state is stored every
@@ -201,17 +217,15 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
     from ..solver import LMState, lm_init, lm_step
 
     c = selection.config
-    arrays = as_dask_arrays(inputs, selection.partition_points, c.chunk_size)
     ckpt = None
     if c.enable_checkpoints:
         from .fit_checkpoint import FitCheckpoint
 
+        arrays = runner.arrays if runner is not None else as_dask_arrays(
+            inputs, selection.partition_points, c.chunk_size)
         ckpt = FitCheckpoint.open(spec, inputs, arrays, lb, ub, c, x0, name=checkpoint_name,
                                   resume=resume, fresh=checkpoint_fresh)
-    if selection.tier is WorkflowTier.CHUNKED:
-        arrays = _persist(arrays, client)
-    runner = PassRunner(spec, arrays, n_x=inputs.n_inputs, loss=c.loss, f_scale=c.f_scale,
-                        reduction=c.reduction, split_every=c.split_every, client=client)
+    runner = runner if runner is not None else make_runner(spec, inputs, selection, client)
     init = jax.jit(lm_init, static_argnames="reduction")
     step = jax.jit(lm_step, static_argnames="reduction")
     show = ProgressLine(progress, inputs.n_points)

@@ -49,8 +49,10 @@ def pad_to(a: np.ndarray, length: int, value=0.0) -> np.ndarray:
     return np.pad(a, pad, constant_values=value)
 
 
-@partial(jax.jit, static_argnames=("spec", "loss", "reduction", "tile", "max_history"))
-def _solve(spec: ModelSpec, loss: str, reduction: str, tile: int, max_history: int,
+STATIC = ("spec", "loss", "reduction", "tile", "max_history")
+
+
+def _solve_impl(spec: ModelSpec, loss: str, reduction: str, tile: int, max_history: int,
            x0, xs, y, w, mask, f_scale, opts: LMOptions):
     def stats_at(p):
         return block_stats(spec, loss, reduction, tile, p, xs, y, w, mask, f_scale)
@@ -72,14 +74,27 @@ def _solve(spec: ModelSpec, loss: str, reduction: str, tile: int, max_history: i
     return jax.lax.while_loop(lambda c: ~c[0].done, body, (state, hist))
 
 
+_solve = jax.jit(_solve_impl, static_argnames=STATIC)
+
+
+@partial(jax.jit, static_argnames=STATIC)
+def _solve_batch(spec, loss, reduction, tile, max_history, x0s, xs, y, w, mask, f_scale, opts):
+    """All starts as one vmapped loop: it runs until every start has finished."""
+    def one(x0):
+        return _solve_impl(spec, loss, reduction, tile, max_history, x0, xs, y, w, mask, f_scale, opts)
+    return jax.vmap(one)(x0s)
+
+
 def run_in_memory(spec: ModelSpec, *, x0, inputs, loss: str, f_scale: float,
-                  reduction: str, opts: LMOptions, max_nfev: int) -> EngineOutput:
+                  reduction: str, opts: LMOptions, max_nfev: int, data=None) -> EngineOutput:
     """Fit data held in memory; lazy inputs are materialised first (the selector said they fit).
 
-    Non-finite points left in the data (only possible for lazy inputs) are skipped by
-    the kernel's mask.
+    ``x0`` of shape ``(S, p)`` runs ``S`` starts as one vmapped batch; the state then
+    has a leading axis of starts and the history is that of each start. ``data`` may
+    pass already materialised ``(xs, y, w)``. Non-finite points left in the data
+    (only possible for lazy inputs) are skipped by the kernel's mask.
     """
-    xs, y, w = materialise(inputs)
+    xs, y, w = materialise(inputs) if data is None else data
     n = y.shape[0]
     tile = choose_tile(n)
     length = -(-n // tile) * tile
@@ -87,13 +102,19 @@ def run_in_memory(spec: ModelSpec, *, x0, inputs, loss: str, f_scale: float,
     xs_p = tuple(jnp.asarray(pad_to(np.asarray(x, np.float64), length)) for x in xs)
     args = (jnp.asarray(pad_to(np.asarray(y, np.float64), length)),
             jnp.asarray(pad_to(np.asarray(w, np.float64), length, 1.0)), jnp.asarray(mask))
+    x0 = jnp.asarray(x0, jnp.float64)
+    solve = _solve_batch if x0.ndim == 2 else _solve
     t0 = time.perf_counter()
-    state, hist = _solve(spec, loss, reduction, tile, int(max_nfev) + 1, jnp.asarray(x0, jnp.float64),
-                         xs_p, *args, jnp.float64(f_scale), opts)
+    state, hist = solve(spec, loss, reduction, tile, int(max_nfev) + 1, x0, xs_p, *args,
+                        jnp.float64(f_scale), opts)
     state = jax.tree_util.tree_map(np.asarray, state)
     elapsed = time.perf_counter() - t0
-    return EngineOutput(state, history_from_buffers(hist, int(state.nit), int(state.nfev), elapsed),
-                        elapsed)
+    if x0.ndim == 2:
+        history = [history_from_buffers(History(*[h[i] for h in hist]), int(state.nit[i]),
+                                        int(state.nfev[i]), elapsed) for i in range(x0.shape[0])]
+    else:
+        history = history_from_buffers(hist, int(state.nit), int(state.nfev), elapsed)
+    return EngineOutput(state, history, elapsed)
 
 
 def materialise(inputs):

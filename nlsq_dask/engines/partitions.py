@@ -56,8 +56,9 @@ def align_chunks(arrays: list, names: list[str], target: tuple[int, ...] | None 
     return [a.rechunk((refined,)) for a in arrays]
 
 
-def _kernel(token, spec, loss: str, reduction: str, tile: int):
-    key = (token, loss, reduction, tile)
+def _kernel(token, spec, loss: str, reduction: str, tile: int, batched: bool = False):
+    """The jitted statistics kernel; ``batched`` maps it over a leading axis of starts."""
+    key = (token, loss, reduction, tile, batched)
     fn = _KERNELS.get(key)
     if fn is None:
         import jax
@@ -67,7 +68,10 @@ def _kernel(token, spec, loss: str, reduction: str, tile: int):
         with _LOCK:
             fn = _KERNELS.get(key)
             if fn is None:
-                fn = jax.jit(partial(block_stats, spec, loss, reduction, tile))
+                fn = partial(block_stats, spec, loss, reduction, tile)
+                if batched:  # one read of the block serves every start
+                    fn = jax.vmap(fn, in_axes=(0, None, None, None, None, None))
+                fn = jax.jit(fn)
                 _KERNELS[key] = fn
     return fn
 
@@ -78,7 +82,11 @@ def compile_count() -> int:
 
 
 def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n_x, *blocks):
-    """Statistics of one partition, as a tuple of numpy arrays (a dask task)."""
+    """Statistics of one partition, as a tuple of numpy arrays (a dask task).
+
+    ``params`` of shape ``(S, p)`` evaluates ``S`` starts in one read of the block;
+    every statistic then has a leading axis of length ``S``.
+    """
     import jax.numpy as jnp
 
     xs, y = blocks[:n_x], blocks[n_x]
@@ -93,7 +101,7 @@ def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n
     mask = np.zeros(length, dtype=bool)
     mask[:n] = True
     w = np.ones(length) if sigma is None else 1.0 / padded(sigma, 1.0)
-    stats = _kernel(token, spec, loss, reduction, tile)(
+    stats = _kernel(token, spec, loss, reduction, tile, np.ndim(params) == 2)(
         jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, mask, f_scale)
     return tuple(np.asarray(s) for s in stats)
 
@@ -122,8 +130,8 @@ def reduce_parts(parts: list, reduction: str, split_every: int):
 def combine_task(reduction: str, *parts):
     """Fixed-order sum of partition statistics (deterministic)."""
     if reduction == "qr":
-        R = np.concatenate([p[2] for p in parts], axis=0)
-        R = np.linalg.qr(R, mode="r")[: parts[0][2].shape[0]]
+        R = np.concatenate([p[2] for p in parts], axis=-2)
+        R = np.linalg.qr(R, mode="r")[..., : parts[0][2].shape[-1], :]
         return (sum(p[0] for p in parts), sum(p[1] for p in parts), R)
     out = list(parts[0])
     for p in parts[1:]:

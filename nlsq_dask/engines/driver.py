@@ -1,0 +1,223 @@
+"""Run a configured fit: one start, several starts (multi-start / tournament), validation.
+
+Multi-start never multiplies the I/O by the number of starts: in memory all starts
+run as one vmapped loop (screened on a strided subsample when the data are large);
+on dask one read of each partition serves every start (the kernel is vmapped over
+starts), and a tournament lets the starts iterate on growing, evenly spread subsets
+of partitions, dropping the worse half each round, before the winner is finished
+with full-data passes.
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
+
+import numpy as np
+
+from ..workflow import WorkflowTier
+from .in_memory import EngineOutput, materialise, run_in_memory
+
+SCREEN_MIN_POINTS = 5_000
+SCREEN_PASSES = 20
+ROUND_PASSES = 5
+
+
+class QualityWarning(UserWarning):
+    """Validation restarts disagree with the optimum beyond its standard errors."""
+
+
+@dataclass
+class FitContext:
+    spec: object
+    inputs: object
+    selection: object
+    opts: object
+    lb: np.ndarray
+    ub: np.ndarray
+    max_nfev: int
+    client: object = None
+    progress: bool = False
+    engine_options: dict = field(default_factory=dict)
+
+    @property
+    def in_memory(self) -> bool:
+        c = self.selection.config
+        return self.selection.tier is WorkflowTier.STANDARD and not c.enable_checkpoints
+
+    def run_in_memory(self, x0, data=None) -> EngineOutput:
+        c = self.selection.config
+        return run_in_memory(self.spec, x0=x0, inputs=self.inputs, loss=c.loss, f_scale=c.f_scale,
+                             reduction=c.reduction, opts=self.opts, max_nfev=self.max_nfev, data=data)
+
+    def runner(self):
+        if getattr(self, "_runner", None) is None:
+            from .dask_engine import make_runner
+
+            self._runner = make_runner(self.spec, self.inputs, self.selection, self.client)
+        return self._runner
+
+    def run_dask(self, x0) -> EngineOutput:
+        from .dask_engine import run_dask
+
+        return run_dask(self.spec, x0=x0, inputs=self.inputs, selection=self.selection,
+                        opts=self.opts, lb=self.lb, ub=self.ub, client=self.client,
+                        progress=self.progress, runner=self.runner(), **self.engine_options)
+
+
+def run_single(ctx: FitContext, x0) -> EngineOutput:
+    return ctx.run_in_memory(x0) if ctx.in_memory else ctx.run_dask(x0)
+
+
+@lru_cache(maxsize=None)
+def _batched_lm(reduction: str):
+    import jax
+
+    from ..solver import lm_init, lm_step
+
+    init = jax.jit(jax.vmap(partial(lm_init, reduction=reduction), in_axes=(0, 0, None)))
+    step = jax.jit(jax.vmap(partial(lm_step, reduction=reduction), in_axes=(0, 0, None)))
+    return init, step
+
+
+def batch_passes(runner, x0s, opts, reduction: str, parts=None, max_passes=None, patience=None):
+    """Iterate all starts together, one shared read per pass: ``(state, passes)``.
+
+    With ``patience``, stop once the remaining starts have had ``patience`` times the
+    passes the first converged start needed (a start that slow rarely wins).
+    """
+    import jax
+
+    init, step = _batched_lm(reduction)
+    state = jax.device_get(init(np.asarray(x0s), runner(x0s, parts), opts))
+    passes = 1
+
+    def patience_over():
+        ok = np.asarray(state.done) & (np.asarray(state.status) > 0)
+        return patience is not None and ok.any() and passes >= patience * np.min(state.nfev[ok]) + 2
+
+    while not np.all(state.done) and (max_passes is None or passes < max_passes) \
+            and not patience_over():
+        state = jax.device_get(step(state, runner(state.x_trial, parts), opts))
+        passes += 1
+    return state, passes
+
+
+def _pick(state, i):
+    """The ``i``-th start of a batched state."""
+    return type(state)(*[np.asarray(leaf)[i] for leaf in state])
+
+
+def _best(state) -> int:
+    cost = np.where((np.asarray(state.status) >= 0) & np.isfinite(state.cost), state.cost, np.inf)
+    return int(np.argmin(cost))
+
+
+def _start_records(starts, state) -> list[dict]:
+    return [dict(index=i, initial=np.asarray(starts[i]).tolist(), final=np.asarray(state.x[i]).tolist(),
+                 cost=float(state.cost[i]), status=int(state.status[i]), nfev=int(state.nfev[i]))
+            for i in range(len(starts))]
+
+
+def tournament(runner, starts, opts, reduction: str, round_passes: int = ROUND_PASSES):
+    """Starts iterate on growing subsets of partitions; the worse half drops each round.
+
+    Returns ``(winner index, final points, per-start records, rounds, pass equivalents)``.
+    """
+    n, S = runner.n_partitions, len(starts)
+    n_rounds = max(1, math.ceil(math.log2(S)))
+    x = np.array(starts, dtype=float)
+    alive = np.arange(S)
+    records = [dict(index=i, initial=x[i].tolist(), eliminated_in_round=None) for i in range(S)]
+    rounds, equiv = [], 0.0
+    for r in range(n_rounds):
+        m = max(1, round(n * 2.0 ** (r + 1 - n_rounds) / 2))
+        parts = sorted(set(np.linspace(0, n - 1, m).round().astype(int).tolist()))
+        state, passes = batch_passes(runner, x[alive], opts, reduction, parts, round_passes)
+        x[alive] = state.x
+        cost = np.where(np.isfinite(state.cost), state.cost, np.inf)
+        for j, i in enumerate(alive):
+            records[i].update(final=x[i].tolist(), cost=float(cost[j]), status=int(state.status[j]),
+                              subset_partitions=len(parts))
+        order = np.argsort(cost, kind="stable")
+        keep = alive[order[: max(1, math.ceil(len(alive) / 2))]]
+        for i in set(alive.tolist()) - set(keep.tolist()):
+            records[i]["eliminated_in_round"] = r
+        alive = keep
+        equiv += passes * len(parts) / n
+        rounds.append(dict(round=r, partitions=len(parts), starts=int(len(order)),
+                           survivors=int(len(alive)), passes=int(passes)))
+        if len(alive) == 1:
+            break
+    return int(alive[0]), x, records, rounds, equiv
+
+
+def run_starts(ctx: FitContext, starts: np.ndarray):
+    """Multi-start on the selected tier: ``(EngineOutput of the winner, report dict)``."""
+    c = ctx.selection.config
+    use_tournament = c.tournament or ctx.selection.tier in (WorkflowTier.STREAMING,
+                                                           WorkflowTier.STREAMING_CHECKPOINT)
+    if ctx.in_memory:
+        xs, y, w = materialise(ctx.inputs)
+        n = y.shape[0]
+        n_screen = max(n // len(starts), SCREEN_MIN_POINTS)
+        screened = n > 2 * n_screen
+        sub, opts = (xs, y, w), ctx.opts
+        if screened:  # an evenly strided subsample screens the starts, a few passes each
+            idx = np.linspace(0, n - 1, n_screen).round().astype(int)
+            sub = (tuple(a[idx] for a in xs), y[idx], w[idx])
+            opts = opts._replace(max_nfev=np.int64(min(SCREEN_PASSES, ctx.max_nfev)))
+        batch = run_in_memory(ctx.spec, x0=starts, inputs=ctx.inputs, loss=c.loss, f_scale=c.f_scale,
+                              reduction=c.reduction, opts=opts, max_nfev=ctx.max_nfev, data=sub)
+        best = _best(batch.state)
+        records = _start_records(starts, batch.state)
+        frac = n_screen / n if screened else 1.0
+        passes = float(np.max(batch.state.nfev)) * frac
+        if screened:
+            out = ctx.run_in_memory(batch.state.x[best], data=(xs, y, w))
+        else:
+            out = EngineOutput(_pick(batch.state, best), batch.history[best], batch.elapsed)
+        report = dict(method="vmapped" + (f", screened on {n_screen:,} points" if screened else ""),
+                      starts=records, winner=best)
+    elif use_tournament:
+        best, x, records, rounds, passes = tournament(ctx.runner(), starts, ctx.opts, c.reduction)
+        out = ctx.run_dask(x[best])
+        report = dict(method="tournament", starts=records, winner=best, rounds=rounds)
+    else:
+        state, passes = batch_passes(ctx.runner(), starts, ctx.opts, c.reduction, patience=2)
+        best = _best(state)
+        records = _start_records(starts, state)
+        out = EngineOutput(_pick(state, best), [], 0.0)
+        report = dict(method="vmapped passes", starts=records, winner=best)
+        passes = float(passes)
+        return out, {**report, "data_passes": passes}
+    report["data_passes"] = passes + (out.state.nfev if report["method"] != "vmapped" else 0)
+    return out, report
+
+
+def run_validation(ctx: FitContext, popt, perr, n_runs: int, seed: int = 1) -> dict:
+    """Restart from perturbed copies of the optimum and report the spread (QUALITY)."""
+    rng = np.random.default_rng(seed)
+    scale = np.where(np.isfinite(perr) & (perr > 0), np.maximum(0.1 * np.abs(popt), 3 * perr), 0.1)
+    starts = popt + scale * rng.uniform(-1, 1, size=(n_runs, popt.size))
+    span = np.where(np.isfinite(ctx.ub - ctx.lb), ctx.ub - ctx.lb, 1.0)
+    starts = np.clip(starts, ctx.lb + 1e-10 * span, ctx.ub - 1e-10 * span)
+    if ctx.in_memory:
+        state = ctx.run_in_memory(starts).state
+    else:
+        state, _ = batch_passes(ctx.runner(), starts, ctx.opts, ctx.selection.config.reduction)
+    found = np.asarray(state.x)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        deviation = np.max(np.abs(found - popt) / perr, axis=0)
+    spread = found.std(axis=0)
+    agree = bool(np.all(deviation <= 1.0))
+    if not agree:
+        warnings.warn("validation restarts reached parameters that differ from the optimum by more "
+                      f"than one standard error (max deviation {np.nanmax(deviation):.3g} perr): "
+                      "the problem may be ill-posed or have several minima", QualityWarning,
+                      stacklevel=4)
+    return dict(starts=starts.tolist(), params=found.tolist(), spread=spread.tolist(),
+                max_deviation_in_perr=deviation.tolist(), agree=agree,
+                costs=np.asarray(state.cost).tolist())
