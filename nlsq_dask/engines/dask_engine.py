@@ -24,6 +24,7 @@ from .partitions import (align_chunks, block_task, combine_task, reduce_parts, r
                          tile_for)
 
 log = logging.getLogger("nlsq_dask")
+FLUSH_SECONDS = 2.0
 
 
 def as_dask_arrays(inputs, partition_points: int, chunk_size: int | None):
@@ -142,24 +143,33 @@ class PassRunner:
             hlg = HighLevelGraph.from_collections(stats_name, layer, dependencies=self.arrays)
             delayed = {i: Delayed((stats_name, i), hlg, layer=stats_name) for i in todo}
 
-            def keep(i, out):
-                out = tuple(np.asarray(o) for o in out)
-                store.save_partition(pass_key, i, {f"s{j}": o for j, o in enumerate(out)})
-                done[i] = out
+            pending, last_flush = {}, [time.perf_counter()]
+
+            def keep(i, out, final=False):
+                done[i] = tuple(np.asarray(o) for o in out)
+                pending[i] = {f"s{j}": o for j, o in enumerate(done[i])}
+                # Flush in batches at most every FLUSH_SECONDS: a crash loses at most that much
+                # finished work, and writes stay a small fraction of a pass. After the last
+                # partition nothing is flushed: the state saved after this pass covers it.
+                if not final and time.perf_counter() - last_flush[0] >= FLUSH_SECONDS:
+                    store.save_partitions(pass_key, dict(pending))
+                    pending.clear()
+                    last_flush[0] = time.perf_counter()
 
             if self.client is not None:
                 from distributed import as_completed
 
                 futures = self.client.compute([delayed[i] for i in todo])
                 index = {f.key: i for f, i in zip(futures, todo)}
-                for fut, out in as_completed(futures, with_results=True):
-                    keep(index[fut.key], out)
+                for n_done, (fut, out) in enumerate(as_completed(futures, with_results=True), 1):
+                    keep(index[fut.key], out, final=n_done == len(todo))
             else:
                 batch = max(2, 2 * (dask.system.CPU_COUNT or 1))
                 for j in range(0, len(todo), batch):
                     group = todo[j:j + batch]
-                    for i, out in zip(group, dask.compute(*[delayed[i] for i in group])):
-                        keep(i, out)
+                    outs = dask.compute(*[delayed[i] for i in group])
+                    for k, (i, out) in enumerate(zip(group, outs)):
+                        keep(i, out, final=j + k + 1 == len(todo))
         self.n_passes += 1
         parts = [done[i] for i in range(self.n_partitions)]
         return self._stats(reduce_parts(parts, self.reduction, self.split_every)), len(todo)

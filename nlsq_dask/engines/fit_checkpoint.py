@@ -65,14 +65,24 @@ class FitCheckpoint:
         if loaded is None:
             return None
         _, arrays, scalars = loaded
-        return state_type(**{f: np.asarray(arrays[f]) for f in state_type._fields}), scalars["history"]
+        flat, fields, offset = arrays["state"], {}, 0
+        for name, shape, dtype in scalars["layout"]:
+            size = int(np.prod(shape))
+            fields[name] = flat[offset:offset + size].reshape(shape).astype(dtype)
+            offset += size
+        return state_type(**fields), scalars["history"]
 
     def save(self, state, history, force: bool = False) -> None:
         """Store the state every ``frequency`` passes (and when ``force``)."""
         if not force and int(state.nfev) % self.frequency:
             return
-        arrays = {f: np.asarray(getattr(state, f)) for f in state._fields}
-        self.store.save_state(int(state.nfev), arrays, {"history": history, "cost": float(state.cost)})
+        # One flat float64 record (ints < 2**53 and bools are exact) instead of one
+        # zarr array per field: a state write is then a single small array.
+        leaves = [np.asarray(getattr(state, f)) for f in state._fields]
+        layout = [[f, list(a.shape), a.dtype.str] for f, a in zip(state._fields, leaves)]
+        flat = np.concatenate([a.astype(np.float64).ravel() for a in leaves])
+        self.store.save_state(int(state.nfev), {"state": flat},
+                              {"history": history, "cost": float(state.cost), "layout": layout})
         self.store.clear_passes()
 
     @staticmethod

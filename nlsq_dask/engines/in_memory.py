@@ -99,14 +99,14 @@ def run_in_memory(spec: ModelSpec, *, x0, inputs, loss: str, f_scale: float,
     tile = choose_tile(n)
     length = -(-n // tile) * tile
     mask = pad_to(np.ones(n, dtype=bool), length, False)
-    xs_p = tuple(jnp.asarray(pad_to(np.asarray(x, np.float64), length)) for x in xs)
-    args = (jnp.asarray(pad_to(np.asarray(y, np.float64), length)),
-            jnp.asarray(pad_to(np.asarray(w, np.float64), length, 1.0)), jnp.asarray(mask))
-    x0 = jnp.asarray(x0, jnp.float64)
+    xs_p = tuple(pad_to(np.asarray(x, np.float64), length) for x in xs)
+    args = (pad_to(np.asarray(y, np.float64), length), pad_to(np.asarray(w, np.float64), length, 1.0),
+            mask)
+    x0 = np.asarray(x0, np.float64)
     solve = _solve_batch if x0.ndim == 2 else _solve
     t0 = time.perf_counter()
     state, hist = solve(spec, loss, reduction, tile, int(max_nfev) + 1, x0, xs_p, *args,
-                        jnp.float64(f_scale), opts)
+                        np.float64(f_scale), opts)
     state = jax.tree_util.tree_map(np.asarray, state)
     elapsed = time.perf_counter() - t0
     if x0.ndim == 2:

@@ -19,6 +19,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import jax.numpy as jnp
+import numpy as np
 
 from .stats import normal_form
 from .trust_region import (check_termination, cl_scaling, make_strictly_feasible,
@@ -71,11 +72,14 @@ class LMState(NamedTuple):
 
 
 def make_options(lb, ub, ftol, xtol, gtol, max_nfev, x_scale=None) -> LMOptions:
-    lb = jnp.asarray(lb, jnp.float64)
-    x_scale = jnp.zeros_like(lb) if x_scale is None else jnp.broadcast_to(
-        jnp.asarray(x_scale, jnp.float64), lb.shape)
-    return LMOptions(lb, jnp.asarray(ub, jnp.float64), jnp.float64(ftol), jnp.float64(xtol),
-                     jnp.float64(gtol), jnp.int64(max_nfev), x_scale)
+    """Options as host (numpy) values; ``x_scale=None`` means MINPACK-style ``'jac'`` scaling."""
+    lb = np.asarray(lb, np.float64)
+    x_scale = np.zeros_like(lb) if x_scale is None else np.broadcast_to(
+        np.asarray(x_scale, np.float64), lb.shape).copy()
+    if np.any(x_scale < 0) or not np.all(np.isfinite(x_scale)):
+        raise ValueError("x_scale must be 'jac' or positive finite numbers")
+    return LMOptions(lb, np.asarray(ub, np.float64), np.float64(ftol), np.float64(xtol),
+                     np.float64(gtol), np.int64(max_nfev), x_scale)
 
 
 def _stats_finite(stats) -> jnp.ndarray:
