@@ -1,0 +1,8 @@
+"""``python -m nlsq_dask``: the ``nlsq-dask`` command line."""
+
+import sys
+
+from .cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())

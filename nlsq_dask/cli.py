@@ -1,0 +1,272 @@
+"""The ``nlsq-dask`` command (also ``python -m nlsq_dask``).
+
+Subcommands are registered from :data:`COMMANDS`: each entry is a function that
+adds its subparser to the parser and sets ``func`` to the handler that runs it.
+Handlers only gather arguments, call the library and print; they hold no fitting
+logic. User errors (ValueError, TypeError, FileNotFoundError) print
+``nlsq-dask: error: <message>`` to stderr and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+DEMO_TRUE = (2.0, 0.5, 0.3)
+DEMO_P0 = (2.5, 0.6, 0.2)
+DEMO_NOISE = 0.05
+DEMO_CHUNK = 1_000_000
+DEMO_KEY = "nlsq_dask_demo"
+TIER_CHOICES = ("auto", "standard", "chunked", "streaming", "streaming_checkpoint")
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+
+def decay(x, a, b, c):
+    """The demo model ``a * exp(-b * x) + c``."""
+    import jax.numpy as jnp
+
+    return a * jnp.exp(-b * x) + c
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonneg_int(text: str) -> int:
+    return 0 if text.strip() == "0" else positive_int(text)
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def indent(text: str, prefix: str = "  ") -> str:
+    return "\n".join(prefix + line for line in text.splitlines())
+
+
+# ----------------------------------------------------------------------------- demo
+def add_demo(sub) -> None:
+    p = sub.add_parser(
+        "demo", help="fit an exponential decay to a generated zarr dataset",
+        description="Write (or reuse) a zarr dataset of y = 2 exp(-0.5 x) + 0.3 + N(0, 0.05) "
+                    "on x in [0, 10], start a local dask cluster and fit it out of core.")
+    p.add_argument("--points", type=positive_int, default=10_000_000,
+                   help="number of data points (default: 10_000_000)")
+    p.add_argument("--path", type=Path, default=Path("nlsq-demo.zarr"),
+                   help="zarr store to write or reuse (default: ./nlsq-demo.zarr)")
+    p.add_argument("--workers", type=nonneg_int, default=2,
+                   help="worker processes of the local cluster, 1 thread each; 0 runs on "
+                        "dask's threaded scheduler without a cluster (default: 2)")
+    p.add_argument("--tier", choices=TIER_CHOICES, default="streaming",
+                   help="workflow tier; 'auto' lets the selector choose (default: streaming)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.set_defaults(func=cmd_demo)
+
+
+def demo_dataset(path: Path, n: int, seed: int) -> bool:
+    """Write the demo store chunk by chunk unless a complete one is there; True if reused."""
+    import dask
+    import dask.array as da
+    import zarr
+
+    want = {"points": n, "seed": seed, "chunk": min(DEMO_CHUNK, n), "complete": True}
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        try:
+            group = zarr.open_group(str(path), mode="r")
+            ours = DEMO_KEY in group.attrs
+            if ours and dict(group.attrs[DEMO_KEY]) == want and all(
+                    name in group and group[name].shape == (n,) for name in ("x", "y")):
+                return True
+        except Exception:  # noqa: BLE001 - not a zarr group at all
+            ours = False
+        if not ours:
+            raise ValueError(f"{str(path)!r} exists and is not an nlsq-dask demo dataset; "
+                             "choose another --path")
+    group = zarr.open_group(str(path), mode="w")
+    group.attrs[DEMO_KEY] = {**want, "complete": False}
+    x = da.linspace(0.0, 10.0, n, chunks=want["chunk"])
+    noise = da.random.default_rng(seed).normal(0.0, DEMO_NOISE, size=n, chunks=want["chunk"])
+    a, b, c = DEMO_TRUE
+    y = a * da.exp(-b * x) + c + noise
+    writes = [da.to_zarr(arr, str(path), component=name, overwrite=True, compute=False)
+              for name, arr in (("x", x), ("y", y))]
+    dask.compute(*writes, scheduler="threads")
+    zarr.open_group(str(path), mode="r+").attrs[DEMO_KEY] = want
+    return False
+
+
+def start_cluster(n_workers: int):
+    """``(cluster, client)``: an embedded LocalCluster, or ``(None, None)`` for 0 workers."""
+    if n_workers == 0:
+        return None, None
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                           dashboard_address=None)
+    return cluster, Client(cluster)
+
+
+def cmd_demo(args) -> int:
+    import dask.array as da
+
+    import nlsq_dask
+
+    t0 = time.perf_counter()
+    reused = demo_dataset(args.path, args.points, args.seed)
+    print(f"data: {args.points:,} points in {args.path} "
+          f"({'reused' if reused else 'written'}, {time.perf_counter() - t0:.2f} s)")
+    x = da.from_zarr(str(args.path), component="x")
+    y = da.from_zarr(str(args.path), component="y")
+    cluster, client = start_cluster(args.workers)
+    try:
+        if cluster is not None:
+            print(f"cluster: LocalCluster, {args.workers} worker processes x 1 thread")
+        else:
+            print("cluster: none (dask threaded scheduler)")
+        tier = None if args.tier == "auto" else args.tier
+        t1 = time.perf_counter()
+        result = nlsq_dask.fit(decay, x, y, p0=list(DEMO_P0), tier=tier, client=client,
+                               progress=True)
+        fit_s = time.perf_counter() - t1
+    finally:
+        if client is not None:
+            client.close()
+            cluster.close()
+    print(f"model: y = a * exp(-b * x) + c; true a={DEMO_TRUE[0]}, b={DEMO_TRUE[1]}, "
+          f"c={DEMO_TRUE[2]}")
+    print(f"status: {'converged' if result.success else 'NOT converged'}: {result.message}")
+    for name, value, err in zip(result.param_names, result.popt, result.perr):
+        print(f"  {name} = {value:.6f} ± {err:.2g}")
+    print(f"tier: {result.tier.value}")
+    if result.selection is not None:
+        print("selection:")
+        print(indent(result.selection.explain()))
+    print(f"passes (nfev): {result.nfev}; iterations: {result.nit}")
+    print(f"wall time: fit {fit_s:.2f} s; total {time.perf_counter() - t0:.2f} s")
+    return 0 if result.success else 1
+
+
+# ----------------------------------------------------------------------------- info
+def add_info(sub) -> None:
+    p = sub.add_parser(
+        "info", help="show memory, GPUs, cluster and what the selector would choose",
+        description="Report this machine's resources and the workflow the selector would "
+                    "pick for a dataset of --points x --params (nothing is computed).")
+    p.add_argument("--points", type=positive_int, default=10_000_000,
+                   help="dataset size for the selection (default: 10_000_000)")
+    p.add_argument("--params", type=positive_int, default=3,
+                   help="number of fit parameters (default: 3)")
+    p.add_argument("--goal", default=None,
+                   help="optimization goal (fast, robust, global, memory_efficient, quality)")
+    p.add_argument("--preset", default=None, help="workflow preset name")
+    p.add_argument("--memory-limit-gb", type=positive_float, default=None,
+                   help="cap on local memory for the selection")
+    p.set_defaults(func=cmd_info)
+
+
+def package_versions() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    parts = []
+    for name in ("nlsq-dask", "jax", "dask", "distributed", "zarr", "xarray", "numpy"):
+        try:
+            parts.append(f"{name} {version(name)}")
+        except PackageNotFoundError:
+            parts.append(f"{name} (not installed)")
+    return ", ".join(parts)
+
+
+def cmd_info(args) -> int:
+    import os
+    import platform
+
+    import psutil
+
+    from nlsq_dask.workflow import (ClusterDetector, auto_select_workflow, get_memory_tier,
+                                    get_total_available_memory_gb, resolve_config)
+    from nlsq_dask.workflow.resources import GiB, get_gpu_free_memory_gb
+
+    config = resolve_config(preset=args.preset,
+                            overrides={"goal": args.goal, "memory_limit_gb": args.memory_limit_gb})
+    vm = psutil.virtual_memory()
+    gpus = get_gpu_free_memory_gb()
+    print(f"python {platform.python_version()} on {platform.system()} {platform.machine()}")
+    print(f"packages: {package_versions()}")
+    print(f"cpu: {os.cpu_count()} logical cores")
+    print(f"host memory: {vm.available / GiB:.1f} GiB available of {vm.total / GiB:.1f} GiB")
+    if gpus:
+        free = ", ".join(f"{g:.1f}" for g in gpus)
+        print(f"gpus: {len(gpus)} visible, free memory (GiB): {free}")
+    else:
+        print("gpus: none visible")
+    total = get_total_available_memory_gb()
+    print(f"memory tier: {get_memory_tier(total).value} ({total:.1f} GiB host + GPU available)")
+    cluster = ClusterDetector().detect()
+    if cluster is None:
+        print("cluster: none detected (plain local machine)")
+    else:
+        print(f"cluster: {cluster.scheduler}, {cluster.node_count} node(s), "
+              f"{cluster.total_gpus} GPU(s)"
+              + (f", job {cluster.job_id}" if cluster.job_id else "")
+              + (f", address {cluster.address}" if cluster.address else ""))
+        if cluster.node_list:
+            print(f"  nodes: {', '.join(cluster.node_list)}")
+    changed = config.differences()
+    if changed:
+        print("configuration (nlsq.yaml, NLSQ_* and options): "
+              + ", ".join(f"{k}={v}" for k, v in changed.items()))
+    selection = auto_select_workflow(args.points, args.params, config=config)
+    print(f"selection for {args.points:,} points x {args.params} params "
+          f"(no dask client; a cluster's workers can change it): {selection.tier.value}")
+    print(indent(selection.explain()))
+    return 0
+
+
+# ----------------------------------------------------------------------------- main
+#: subparser registrations, in help order; later: fit CONFIG.yaml, checkpoints
+COMMANDS = (add_demo, add_info)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from nlsq_dask import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="nlsq-dask",
+        description="Out-of-core nonlinear least-squares curve fitting on dask, xarray and zarr.")
+    parser.add_argument("--version", action="version", version=f"nlsq-dask {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for register in COMMANDS:
+        register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except USER_ERRORS as exc:
+        print(f"nlsq-dask: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("nlsq-dask: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
