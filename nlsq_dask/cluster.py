@@ -1,0 +1,163 @@
+"""Dask clusters for fits: local CPU, GPU-pinned workers, an address, PBS/SLURM jobs.
+
+``fit`` never starts a cluster; these helpers are what a script or the
+``nlsq-dask fit`` command uses before calling it. :func:`from_config` turns the
+``cluster`` section of ``nlsq.yaml`` into a running cluster, taking defaults from
+the detected PBS/SLURM allocation (:class:`~nlsq_dask.workflow.ClusterDetector`).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from .workflow import ClusterDetector, ClusterInfo
+
+GPU_ENV = {
+    # JAX would otherwise reserve 75% of the card when the worker first uses it.
+    "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
+}
+
+
+@dataclass
+class ClusterHandle:
+    """A Client and the cluster it was started with (None for an address).
+
+    Use as a context manager to close both.
+    """
+
+    client: object
+    cluster: object = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
+                  memory_limit="auto", processes: bool = True, **kwargs):
+    """A CPU ``distributed.LocalCluster`` (one single-threaded worker per core by default)."""
+    from distributed import LocalCluster
+
+    n_workers = n_workers or os.cpu_count() or 1
+    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                        memory_limit=memory_limit, processes=processes,
+                        dashboard_address=kwargs.pop("dashboard_address", ":0"), **kwargs)
+
+
+def visible_gpus(environ=None) -> list[str]:
+    """Ids of the GPUs this process may use (``CUDA_VISIBLE_DEVICES`` or nvidia-smi)."""
+    environ = os.environ if environ is None else environ
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [t for t in (s.strip() for s in visible.split(",")) if t and t != "-1"]
+    info = ClusterDetector(environ).detect_local_gpus()
+    return [str(i) for i in range(info.total_gpus)] if info else []
+
+
+def gpu_worker_specs(devices: list[str], memory_limit="auto", threads: int = 1) -> dict:
+    """Worker specs: one Nanny per GPU, pinned with ``CUDA_VISIBLE_DEVICES``, resource ``GPU=1``."""
+    from distributed import Nanny
+
+    return {f"gpu-{dev}": {"cls": Nanny, "options": {
+        "nthreads": threads, "memory_limit": memory_limit, "resources": {"GPU": 1},
+        "env": {"CUDA_VISIBLE_DEVICES": str(dev), **GPU_ENV}}} for dev in devices}
+
+
+def gpu_cluster(devices=None, memory_limit="auto", threads_per_worker: int = 1, **kwargs):
+    """One worker process per visible GPU, pinned to it, with the worker resource ``GPU=1``.
+
+    Uses dask-cuda's ``LocalCUDACluster`` when it is installed, else a
+    ``distributed.SpecCluster`` of pinned Nannies. Raises ``ValueError`` without GPUs.
+    """
+    devices = [str(d) for d in (devices if devices is not None else visible_gpus())]
+    if not devices:
+        raise ValueError("gpu_cluster: no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi); "
+                         "use local_cluster() on a CPU machine")
+    os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        LocalCUDACluster = None
+    if LocalCUDACluster is not None:
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(devices), memory_limit=memory_limit,
+                                threads_per_worker=threads_per_worker,
+                                resources={"GPU": 1}, **kwargs)
+    from distributed import Scheduler, SpecCluster
+
+    scheduler = {"cls": Scheduler, "options": {"dashboard_address": kwargs.pop("dashboard_address", ":0")}}
+    return SpecCluster(workers=gpu_worker_specs(devices, memory_limit, threads_per_worker),
+                       scheduler=scheduler, **kwargs)
+
+
+def connect(address: str, **kwargs):
+    """A Client of the running scheduler at ``address`` (e.g. ``tcp://host:8786``)."""
+    from distributed import Client
+
+    if not isinstance(address, str) or "://" not in address and ":" not in address:
+        raise ValueError(f"address must look like 'tcp://host:8786'; got {address!r}")
+    return Client(address, **kwargs)
+
+
+def jobqueue_cluster(kind: str, cfg: dict, detected: ClusterInfo | None = None):
+    """A dask-jobqueue PBS or SLURM cluster from the ``cluster`` section (not yet scaled)."""
+    try:
+        import dask_jobqueue
+    except ImportError:
+        raise ImportError(f"cluster type {kind!r} needs dask-jobqueue: pip install 'nlsq-dask[hpc]'") from None
+    cls = dask_jobqueue.PBSCluster if kind == "pbs" else dask_jobqueue.SLURMCluster
+    gpus = cfg.get("gpus_per_node", detected.gpus_per_node if detected else 0) or 0
+    extra = list(cfg.get("job_extra") or [])
+    if gpus and kind == "slurm":
+        extra.append(f"--gres=gpu:{gpus}")
+    options = dict(cores=int(cfg.get("cores_per_node", os.cpu_count() or 1)),
+                   memory=str(cfg.get("memory_per_node", "16GiB")),
+                   processes=int(cfg.get("processes_per_node", max(1, gpus) if gpus else 1)),
+                   walltime=cfg.get("walltime", "01:00:00"), queue=cfg.get("queue"),
+                   account=cfg.get("account"), job_extra_directives=extra)
+    if gpus and kind == "pbs":
+        options["resource_spec"] = (f"select=1:ncpus={options['cores']}:ngpus={gpus}:"
+                                    f"mem={options['memory'].replace('iB', 'b').lower()}")
+    if gpus:
+        options["worker_extra_args"] = ["--resources", f"GPU={max(1, gpus // options['processes'])}"]
+    return cls(**{k: v for k, v in options.items() if v is not None})
+
+
+def from_config(cluster: dict | None = None, detected: ClusterInfo | None = None) -> ClusterHandle:
+    """Start (or connect to) the cluster a ``cluster`` section describes.
+
+    ``type``: ``local`` (default), ``gpu``, ``dask`` (``address``), ``pbs`` or
+    ``slurm`` (``nodes``, ``gpus_per_node``, ``cores_per_node``, ``memory_per_node``,
+    ``walltime``, ``queue``, ``account``; through dask-jobqueue). Inside a PBS/SLURM
+    allocation, missing sizes default to what :class:`ClusterDetector` finds.
+    """
+    from distributed import Client
+
+    cfg = dict(cluster or {})
+    kind = cfg.get("type", "local")
+    detected = detected if detected is not None else ClusterDetector().detect()
+    if kind == "local":
+        c = local_cluster(n_workers=cfg.get("n_workers"),
+                          threads_per_worker=int(cfg.get("threads_per_worker", 1)))
+        return ClusterHandle(Client(c), c)
+    if kind == "gpu":
+        c = gpu_cluster()
+        return ClusterHandle(Client(c), c)
+    if kind in ("dask", "address"):
+        address = cfg.get("address") or (detected.address if detected else None)
+        if not address:
+            raise ValueError("cluster type 'dask' needs an 'address' (or DASK_SCHEDULER_ADDRESS)")
+        return ClusterHandle(connect(address))
+    if kind in ("pbs", "slurm"):
+        c = jobqueue_cluster(kind, cfg, detected)
+        nodes = int(cfg.get("nodes") or (detected.node_count if detected else 1))
+        c.scale(jobs=nodes)
+        return ClusterHandle(Client(c), c)
+    raise ValueError(f"cluster type must be one of local, gpu, dask, pbs, slurm; got {kind!r}")
