@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import sys
 import time
-import uuid
 
 import numpy as np
 
@@ -63,9 +62,10 @@ class PassRunner:
         self.chunks = arrays[0].chunks[0]
         self.max_block = int(max(self.chunks))
         self.tile = tile_for(self.max_block)
-        self.token = dask.base.tokenize(spec.func, spec.param_names, spec.x_form, uuid.uuid4().hex
-                                        if spec.func.__name__ == "<lambda>" else "")
+        # Stable across passes and processes: workers cache their jitted kernel under it.
+        self.token = dask.base.tokenize(spec.func, spec.param_names, spec.x_form)
         self.n_passes = 0
+        self.gpu = client is not None and workers_have_gpus(client)
 
     @property
     def n_partitions(self) -> int:
@@ -92,21 +92,38 @@ class PassRunner:
         ``params`` is ``(p,)`` or ``(S, p)`` (several starts in one read); ``parts``
         restricts the pass to those partition indices (tournament rounds).
         """
-        from dask.highlevelgraph import HighLevelGraph
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
         params = np.asarray(params, dtype=np.float64)
         tok = self._token(params)
         stats_name, layer = self._block_layer(params, tok, parts)
         level = [(stats_name, j) for j in range(len(layer))]
+        combine_name, combine = f"nlsq-combine-{tok}", {}
         for depth, groups in enumerate(reduction_tree(len(level), self.split_every)):
             nxt = []
             for j, g in enumerate(groups):
-                key = (f"nlsq-combine-{tok}", depth, j)
-                layer[key] = (combine_task, self.reduction, *[level[i] for i in g])
+                key = (combine_name, depth, j)
+                combine[key] = (combine_task, self.reduction, *[level[i] for i in g])
                 nxt.append(key)
             level = nxt
+        hlg = self._with_inputs(stats_name, layer)
+        if not combine:
+            return hlg, level[0], stats_name
+        layers = {**hlg.layers, combine_name: MaterializedLayer(combine)}
+        deps = {**hlg.dependencies, combine_name: {stats_name}}
+        return HighLevelGraph(layers, deps), level[0], combine_name
+
+    def _with_inputs(self, stats_name: str, layer: dict):
+        """The kernel layer on top of the inputs' graphs; on GPU workers it needs ``GPU=1``."""
+        from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+        annotations = {"resources": {"GPU": 1}} if self.gpu else None
         hlg = HighLevelGraph.from_collections(stats_name, layer, dependencies=self.arrays)
-        return hlg, level[0], stats_name
+        if annotations:
+            layers = dict(hlg.layers)
+            layers[stats_name] = MaterializedLayer(layer, annotations=annotations)
+            hlg = HighLevelGraph(layers, hlg.dependencies)
+        return hlg
 
     def _stats(self, out):
         from ..solver import NormalStats, QRStats
@@ -140,7 +157,7 @@ class PassRunner:
         todo = [i for i in range(self.n_partitions) if i not in done]
         if todo:
             stats_name, layer = self._block_layer(params, self._token(params))
-            hlg = HighLevelGraph.from_collections(stats_name, layer, dependencies=self.arrays)
+            hlg = self._with_inputs(stats_name, layer)
             delayed = {i: Delayed((stats_name, i), hlg, layer=stats_name) for i in todo}
 
             pending, last_flush = {}, [time.perf_counter()]
@@ -173,6 +190,12 @@ class PassRunner:
         self.n_passes += 1
         parts = [done[i] for i in range(self.n_partitions)]
         return self._stats(reduce_parts(parts, self.reduction, self.split_every)), len(todo)
+
+
+def workers_have_gpus(client) -> bool:
+    """Whether the Client's workers advertise the ``GPU`` resource (GPU-pinned workers)."""
+    workers = client.scheduler_info(n_workers=-1).get("workers", {})
+    return any("GPU" in (w.get("resources") or {}) for w in workers.values())
 
 
 def _persist(arrays, client):
