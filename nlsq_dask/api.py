@@ -70,6 +70,21 @@ def prepare_p0(p0, names: tuple[str, ...], lb, ub) -> np.ndarray:
     return p0
 
 
+def check_traceable(spec, p0) -> None:
+    """Trace the model abstractly (no data) so a model JAX cannot trace fails clearly, early."""
+    import jax
+
+    xs = tuple(jax.ShapeDtypeStruct((8,), np.float64) for _ in range(spec.n_inputs))
+    try:
+        jax.eval_shape(lambda xs, p: spec.evaluate(xs, p), xs, np.asarray(p0, dtype=np.float64))
+    except Exception as exc:  # noqa: BLE001 - any failure here means the model is unusable
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise TypeError(
+            f"the model cannot be traced by JAX ({type(exc).__name__}: {first}). Write it with "
+            "jax.numpy (jnp.exp, jnp.where, ...) rather than numpy or math, avoid float()/int() "
+            "and Python if on parameters, and make it return values shaped like x") from exc
+
+
 def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf, np.inf), *,
         loss=None, f_scale=None, preset=None, config=None, goal=None, tier=None,
         param_names=None, ftol=None, xtol=None, gtol=None, max_nfev=None, x_scale="jac",
@@ -167,6 +182,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     selection = WorkflowSelector().select(profile, resources, cfg)
 
     spec = ModelSpec(model, names, inputs.x_form, inputs.n_inputs)
+    check_traceable(spec, p0)
     c = selection.config
     n_max = int(c.max_nfev) if c.max_nfev is not None else 100 * len(names)
     opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max,
