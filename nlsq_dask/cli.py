@@ -175,6 +175,15 @@ def add_info(sub) -> None:
     p.add_argument("--preset", default=None, help="workflow preset name")
     p.add_argument("--memory-limit-gb", type=positive_float, default=None,
                    help="cap on local memory for the selection")
+    d = p.add_argument_group("dataset", "report on a zarr dataset instead of --points "
+                                        "(shapes and chunks only; nothing is read)")
+    d.add_argument("--data", type=Path, default=None, metavar="ZARR", help="zarr store")
+    d.add_argument("--y", default=None, metavar="NAME", help="variable of the observations")
+    d.add_argument("--x", action="append", default=None, metavar="NAME",
+                   help="independent variable (repeat for several)")
+    d.add_argument("--sigma", default=None, metavar="NAME", help="variable of the uncertainties")
+    d.add_argument("--chunks", type=positive_int, default=None, metavar="N",
+                   help="points per partition (rechunk)")
     p.set_defaults(func=cmd_info)
 
 
@@ -229,16 +238,112 @@ def cmd_info(args) -> int:
     if changed:
         print("configuration (nlsq.yaml, NLSQ_* and options): "
               + ", ".join(f"{k}={v}" for k, v in changed.items()))
-    selection = auto_select_workflow(args.points, args.params, config=config)
-    print(f"selection for {args.points:,} points x {args.params} params "
+    if args.data is not None:
+        from nlsq_dask.job import DataSpec, describe_data
+
+        if not args.y:
+            raise ValueError("info --data needs --y NAME (the variable of the observations)")
+        x = args.x if args.x is None or len(args.x) > 1 else args.x[0]
+        lines, selection = describe_data(
+            DataSpec(args.data, args.y, x, args.sigma, args.chunks), args.params, config,
+            args.memory_limit_gb)
+        print("\n".join(lines))
+        what = f"{args.data}"
+    else:
+        selection = auto_select_workflow(args.points, args.params, config=config)
+        what = f"{args.points:,} points"
+    print(f"selection for {what} x {args.params} params "
           f"(no dask client; a cluster's workers can change it): {selection.tier.value}")
     print(indent(selection.explain()))
     return 0
 
 
+# ----------------------------------------------------------------------------- fit
+def add_fit(sub) -> None:
+    p = sub.add_parser(
+        "fit", help="run the fit a YAML job file describes",
+        description="Fit a model to zarr data as CONFIG.yaml describes (sections data, model, "
+                    "p0, bounds, param_names, fit, output, workflow, tolerances, cluster; "
+                    "see docs/cli.md). Writes result.json and result.zarr into the output "
+                    "folder. Exit status: 0 converged, 1 not converged, 2 bad config or data.")
+    p.add_argument("config", type=Path, metavar="CONFIG.yaml", help="the job file")
+    p.add_argument("--output", type=Path, default=None, metavar="DIR",
+                   help="output folder (default: the file's 'output', else "
+                        "<config folder>/<config stem>-result)")
+    p.add_argument("--address", default=None, metavar="ADDR",
+                   help="run on the dask scheduler at ADDR (e.g. tcp://host:8786) instead of "
+                        "the 'cluster' section")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    p.set_defaults(func=cmd_fit)
+
+
+def cmd_fit(args) -> int:
+    import logging
+
+    from nlsq_dask.job import load_job, run_job
+    from nlsq_dask.job_output import write_results
+
+    logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s")
+    logging.getLogger("nlsq_dask").setLevel(logging.WARNING if args.quiet else logging.INFO)
+    logging.captureWarnings(True)
+    job = load_job(args.config, output=args.output)
+    result = run_job(job, address=args.address)
+    paths = write_results(result, job)
+    print(result.summary())
+    print(f"wrote {paths['json']} and {paths['zarr']}")
+    return 0 if result.success else 1
+
+
+# ----------------------------------------------------------------------------- checkpoints
+def add_checkpoints(sub) -> None:
+    p = sub.add_parser(
+        "checkpoints", help="list the fits stored in a checkpoint folder",
+        description="List the checkpointed fits in PATH (name, iteration, cost, last update), "
+                    "or with --show print one store (PATH/NAME.zarr) as JSON.")
+    p.add_argument("path", type=Path, metavar="PATH", help="checkpoint folder or NAME.zarr store")
+    p.add_argument("--show", action="store_true",
+                   help="print the store's state, configuration and fingerprint as JSON")
+    p.add_argument("--json", action="store_true", help="print the listing as JSON")
+    p.set_defaults(func=cmd_checkpoints)
+
+
+def cmd_checkpoints(args) -> int:
+    import json
+
+    from nlsq_dask.engines.checkpoint import inspect_checkpoint, list_checkpoints
+    from nlsq_dask.job_output import jsonable
+
+    if not args.path.is_dir():
+        raise FileNotFoundError(f"{str(args.path)!r} is not a checkpoint folder or store")
+    if args.show:
+        print(json.dumps(jsonable(inspect_checkpoint(args.path)), indent=2))
+        return 0
+    if args.path.name.endswith(".zarr"):  # one store: its row
+        rows = [r for r in list_checkpoints(args.path.parent) if r["name"] == args.path.stem]
+    else:
+        rows = list_checkpoints(args.path)
+    if args.json:
+        print(json.dumps(jsonable(rows), indent=2))
+        return 0
+    if not rows:
+        print(f"no checkpoints in {args.path}")
+        return 0
+    width = max(4, *(len(r["name"]) for r in rows))
+    print(f"{'name':<{width}}  {'iteration':>9}  {'cost':>13}  updated")
+    for r in rows:
+        if "error" in r:
+            print(f"{r['name']:<{width}}  damaged: {r['error']}")
+            continue
+        cost = "-" if r.get("cost") is None else f"{r['cost']:.6e}"
+        it = "-" if r.get("iteration") is None else r["iteration"]
+        print(f"{r['name']:<{width}}  {it:>9}  {cost:>13}  {r.get('updated') or '-'}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- main
-#: subparser registrations, in help order; later: fit CONFIG.yaml, checkpoints
-COMMANDS = (add_demo, add_info)
+#: subparser registrations, in help order
+COMMANDS = (add_demo, add_info, add_fit, add_checkpoints)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -171,7 +171,7 @@ def test_usage_errors_exit_2(argv, capsys):
 def test_parser_lists_commands_and_version(capsys):
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
-    assert list(sub.choices) == ["demo", "info"]
+    assert list(sub.choices) == ["demo", "info", "fit", "checkpoints"]
     with pytest.raises(SystemExit) as info:
         cli.main(["--version"])
     assert info.value.code == 0
