@@ -5,6 +5,7 @@ workflow names (tiers, goals, presets, selector) follow NLSQ's ``nlsq.workflow``
 Importing the package does not import JAX or dask; :func:`fit` does when called.
 """
 
+from . import xarray as _xarray_accessor  # noqa: F401  (registers ds.nlsq / da.nlsq)
 from .api import FitWarning, fit
 from .result import FitResult
 from .workflow import (WORKFLOW_PRESETS, ClusterDetector, ClusterInfo, DatasetSizeTier,

@@ -1,0 +1,334 @@
+"""The ``nlsq`` accessor: ``Dataset.nlsq.fit`` / ``DataArray.nlsq.fit``.
+
+Same interface and outputs as ``xarray.Dataset.curvefit`` (coordinates by name or
+DataArray, ``reduce_dims``, ``skipna``, ``p0``/``bounds`` dicts of scalars or
+DataArrays, ``param_names``, ``errors``, ``kwargs``), two ways of running:
+
+* **global** — every dimension of a variable is reduced: the data and coordinates are
+  flattened lazily (dask ``ravel``; nothing computed up front) and fitted once by
+  :func:`nlsq_dask.fit` with its tiers, so chunks in every dimension work;
+* **per pixel** — otherwise: each pixel (point of the kept dimensions) is its own
+  problem, solved by the batched LM of :mod:`nlsq_dask.solver.batched` on each dask
+  block (``xr.apply_ufunc(..., dask='parallelized')``, fit dimensions whole in a block);
+  the result stays lazy until computed and can go straight to ``to_zarr``.
+
+Outputs: ``[var]_curvefit_coefficients`` (``param``), ``[var]_curvefit_covariance``
+(``cov_i``, ``cov_j``), ``[var]_curvefit_status`` (scipy's status codes, -1 no usable
+point or residuals not finite at ``p0``) and ``[var]_curvefit_cost`` (``½Σρ``); no
+``[var]_`` prefix for a DataArray. JAX is imported only when a fit runs.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Hashable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import xarray as xr
+
+from .api import fit as _fit
+
+_THIS = "__nlsq_this_array__"
+_KWARG_ALIASES = {"maxfev": "max_nfev", "max_nfev": "max_nfev", "ftol": "ftol", "xtol": "xtol",
+                  "gtol": "gtol", "loss": "loss", "f_scale": "f_scale",
+                  "absolute_sigma": "absolute_sigma"}
+_PIXEL_OPTIONS = {"preset", "config", "goal", "tier", "loss", "f_scale", "ftol", "xtol", "gtol",
+                  "max_nfev", "yaml_path", "absolute_sigma", "memory_limit_gb", "chunk_size",
+                  "client", "split_every", "progress", "reduction", "x_scale"}
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    if isinstance(value, (str, xr.DataArray)) or not isinstance(value, Iterable):
+        return [value]
+    return list(value)
+
+
+def _initial_guess(params, func, p0, bounds):
+    """curvefit's defaults: 1, else the signature's default, made feasible, then p0."""
+    try:
+        sig = inspect.signature(func).parameters
+    except (TypeError, ValueError):
+        sig = {}
+    guess, limits = {}, {}
+    for name in params:
+        value = 1.0
+        if name in sig and sig[name].default is not inspect.Parameter.empty:
+            value = sig[name].default
+        lb, ub = bounds.get(name, (-np.inf, np.inf))
+        limits[name] = (lb, ub)
+        if name in bounds:
+            feasible = xr.where(np.isfinite(lb), xr.where(np.isfinite(ub), 0.5 * (lb + ub), lb + 1),
+                                xr.where(np.isfinite(ub), ub - 1, 0.0))
+            value = xr.where((value < lb) | (value > ub), feasible, value)
+        guess[name] = p0.get(name, value)
+    return guess, limits
+
+
+def _check_param_dims(p0, bounds, kept):
+    for name, value in p0.items():
+        if isinstance(value, xr.DataArray) and set(value.dims) - set(kept):
+            raise ValueError(f"Initial guess for '{name}' has unexpected dimensions "
+                             f"{tuple(set(value.dims) - set(kept))}. It should only have "
+                             f"dimensions that are in data dimensions {kept}.")
+    for name, pair in bounds.items():
+        for label, b in zip(("Lower", "Upper"), pair):
+            if isinstance(b, xr.DataArray) and set(b.dims) - set(kept):
+                raise ValueError(f"{label} bound for '{name}' has unexpected dimensions "
+                                 f"{tuple(set(b.dims) - set(kept))}. It should only have "
+                                 f"dimensions that are in data dimensions {kept}.")
+
+
+def _options(kwargs, fit_options) -> dict:
+    opts = dict(fit_options)
+    for key, value in (kwargs or {}).items():
+        if key not in _KWARG_ALIASES:
+            raise TypeError(f"kwargs key {key!r} is not supported; supported curve_fit keywords "
+                            f"are {sorted(_KWARG_ALIASES)} (other options go to fit() directly)")
+        opts[_KWARG_ALIASES[key]] = value
+    valid = set(inspect.signature(_fit).parameters) - {"model", "x", "y", "p0", "bounds",
+                                                       "param_names", "nan_policy"}
+    unknown = set(opts) - valid - {"checkpoint_dir", "enable_checkpoints", "resume",
+                                   "checkpoint_fresh", "checkpoint_name", "checkpoint_frequency"}
+    if unknown:
+        raise TypeError(f"nlsq.fit() got unexpected option(s) {sorted(unknown)}")
+    return opts
+
+
+def curvefit(obj, coords, func, reduce_dims=None, skipna=True, p0=None, bounds=None,
+             param_names=None, errors="raise", kwargs=None, **fit_options) -> xr.Dataset:
+    """The function behind ``obj.nlsq.fit`` (see :meth:`NLSQDatasetAccessor.fit`)."""
+    from .solver import infer_param_names
+
+    p0, bounds = dict(p0 or {}), dict(bounds or {})
+    if errors not in ("raise", "ignore"):
+        raise ValueError('errors must be either "raise" or "ignore"')
+    opts = _options(kwargs, fit_options)
+    is_array = isinstance(obj, xr.DataArray)
+    ds = obj.to_dataset(name=_THIS) if is_array else obj
+
+    reduce_ = [d for d in _as_list(reduce_dims)]
+    coords_ = [ds[c] if isinstance(c, Hashable) and not isinstance(c, xr.DataArray) else c
+               for c in _as_list(coords)]
+    for c in coords_:
+        reduce_ += [d for d in ds.dims if c.equals(ds[d])]
+    reduce_ = [d for d in ds.dims if d in set(reduce_)] + [d for d in dict.fromkeys(reduce_)
+                                                           if d not in ds.dims]
+    if not reduce_:
+        raise ValueError("No arguments to `coords` were identified as a dimension on the calling "
+                         "object, and no dims were supplied to `reduce_dims`. This would result "
+                         "in fitting on scalar data.")
+    kept = [d for d in ds.dims if d not in reduce_]
+    _check_param_dims(p0, bounds, kept)
+    coords_ = [c.broadcast_like(ds, exclude=kept) for c in xr.broadcast(*coords_)]
+    params = list(infer_param_names(func, param_names))
+    guess, limits = _initial_guess(params, func, p0, bounds)
+
+    result = xr.Dataset()
+    for name, da in ds.data_vars.items():
+        prefix = "" if name == _THIS else f"{name}_"
+        if not set(da.dims) - set(reduce_):
+            out = _global_fit(da, coords_, func, params, guess, limits, reduce_, skipna,
+                              errors, opts)
+        else:
+            out = _pixel_fit(da, coords_, func, params, guess, limits, reduce_, skipna,
+                             errors, opts)
+        for key, var in out.items():
+            result[f"{prefix}curvefit_{key}"] = var
+    result = result.assign_coords(param=params, cov_i=params, cov_j=params)
+    result.attrs = obj.attrs.copy()
+    return result
+
+
+# ----------------------------------------------------------------------------- global
+def _global_fit(da, coords_, func, params, guess, limits, reduce_, skipna, errors, opts):
+    """One fit over all the points of ``da``, through :func:`nlsq_dask.fit`."""
+    def flat(a):
+        a = a.broadcast_like(da).transpose(*da.dims)
+        if da.chunks is not None and a.chunks is None:
+            a = a.chunk(dict(zip(da.dims, da.chunks)))
+        return a.data.ravel()
+
+    y = flat(da)
+    xs = [flat(c) for c in coords_]
+    lazy = da.chunks is not None
+    if len(xs) == 1:
+        x = xs[0]
+    elif lazy:
+        import dask.array as dsa
+        x = dsa.stack([dsa.asarray(v) for v in xs])
+    else:
+        x = np.vstack(xs)
+    scalar = {}
+    for key, value in [("p0", guess)] + [("lb", {k: v[0] for k, v in limits.items()}),
+                                         ("ub", {k: v[1] for k, v in limits.items()})]:
+        scalar[key] = [float(np.asarray(value[p])) for p in params]
+    nan = np.full(len(params), np.nan)
+    try:
+        import warnings
+
+        from .api import FitWarning
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FitWarning)
+            res = _fit(func, x, y, p0=scalar["p0"], bounds=(scalar["lb"], scalar["ub"]),
+                       param_names=params, nan_policy="omit" if skipna else "raise", **opts)
+    except ValueError as exc:
+        if errors == "raise" or "every data point" not in str(exc):
+            raise
+        popt, pcov, status, cost, attrs = nan, np.full((len(params),) * 2, np.nan), -1, np.nan, {}
+    else:
+        if not res.success and errors == "raise":
+            raise RuntimeError(f"Optimal parameters not found: {res.message}")
+        ok = res.success
+        popt = res.popt if ok else nan
+        pcov = res.pcov if ok else np.full((len(params),) * 2, np.nan)
+        status, cost = res.status, res.cost
+        attrs = {"nlsq_tier": res.tier.value, "nlsq_nfev": res.nfev, "nlsq_nit": res.nit,
+                 "nlsq_cost": res.cost, "nlsq_status": res.status, "nlsq_message": res.message,
+                 "nlsq_n_points_used": res.n_points_used,
+                 "nlsq_explanation": res.selection.explain() if res.selection else ""}
+    return {"coefficients": xr.DataArray(popt, dims=["param"], attrs=attrs),
+            "covariance": xr.DataArray(pcov, dims=["cov_i", "cov_j"]),
+            "status": xr.DataArray(np.int64(status)), "cost": xr.DataArray(np.float64(cost))}
+
+
+# ----------------------------------------------------------------------------- per pixel
+def _pixel_settings(opts, n_points) -> dict:
+    from .workflow import resolve_config
+
+    cfg = resolve_config(preset=opts.get("preset"), config=opts.get("config"),
+                         yaml_path=opts.get("yaml_path"),
+                         overrides={k: opts.get(k) for k in ("goal", "loss", "f_scale", "ftol",
+                                                             "xtol", "gtol", "max_nfev")})
+    unsupported = set(opts) - _PIXEL_OPTIONS
+    if unsupported:
+        raise TypeError(f"option(s) {sorted(unsupported)} apply to global fits only")
+    ftol, xtol, gtol = cfg.resolved_tolerances(n_points)
+    return dict(ftol=ftol, xtol=xtol, gtol=gtol, max_nfev=cfg.max_nfev, loss=cfg.loss,
+                f_scale=cfg.f_scale, absolute_sigma=bool(opts.get("absolute_sigma", False)))
+
+
+def _fit_block(y, *args, func, n_params, n_coords, n_core, skipna, errors, settings, threads):
+    """apply_ufunc kernel: loop dims first, fit dims last -> popt, pcov, status, cost."""
+    from .solver.batched import batched_fit
+
+    xs, rest = args[:n_coords], args[n_coords:]
+    core = y.shape[y.ndim - n_core:]
+    loop = np.broadcast_shapes(y.shape[: y.ndim - n_core], *[np.shape(a) for a in rest],
+                               *[np.shape(x)[: np.ndim(x) - n_core] for x in xs])
+    B, N = int(np.prod(loop)), int(np.prod(core))
+    Y = np.broadcast_to(y, loop + core).reshape(B, N).T
+    X = []
+    for x in xs:
+        x = np.asarray(x, np.float64)
+        if all(s == 1 for s in x.shape[: x.ndim - n_core]):
+            X.append(x.reshape(N))
+        else:
+            X.append(np.broadcast_to(x, loop + core).reshape(B, N).T)
+    P = [np.broadcast_to(np.asarray(a, np.float64), loop).reshape(B) for a in rest]
+    p0, lb, ub = (np.stack(P[i * n_params:(i + 1) * n_params]) for i in range(3))
+    W = np.ones((N, B))
+    bad = np.zeros(B, bool)
+    if not skipna:
+        bad = ~np.all(np.isfinite(Y), axis=0)
+        for x in X:
+            bad |= ~np.all(np.isfinite(x if x.ndim == 2 else x[:, None]), axis=0)
+        W[:, bad] = 0.0
+    parts = np.array_split(np.arange(B), max(1, min(threads, B // 512)))
+
+    def run(idx):
+        sl = slice(idx[0], idx[-1] + 1)
+        return batched_fit(func, n_params, tuple(x if x.ndim == 1 else x[:, sl] for x in X),
+                           Y[:, sl], W[:, sl], p0[:, sl], lb[:, sl], ub[:, sl],
+                           x_form="vector" if n_coords == 1 else "stacked", **settings)
+
+    if len(parts) > 1:
+        with ThreadPoolExecutor(len(parts)) as pool:
+            outs = list(pool.map(run, parts))
+    else:
+        outs = [run(parts[0])]
+    popt, pcov, cost, status, nfev, n = (np.concatenate([np.asarray(o[k]) for o in outs], -1)
+                                         for k in range(6))
+    failed = (status == 0) | ((status < 0) & (n > 0)) | bad
+    if errors == "raise" and failed.any():
+        i = int(np.argmax(failed))
+        why = ("NaN in the data (pass skipna=True to skip them)" if bad[i] else
+               "the maximum number of function evaluations is exceeded" if status[i] == 0 else
+               "the residuals are not finite at p0")
+        raise RuntimeError(f"Optimal parameters not found for {int(failed.sum())} pixel(s): {why}")
+    popt = np.where(failed, np.nan, popt)
+    pcov = np.where(failed, np.nan, pcov)
+    return (popt.T.reshape(loop + (n_params,)), np.moveaxis(pcov, -1, 0).reshape(loop + (n_params,) * 2),
+            status.reshape(loop), cost.reshape(loop))
+
+
+def _pixel_fit(da, coords_, func, params, guess, limits, reduce_, skipna, errors, opts):
+    core = [d for d in da.dims if d in reduce_]
+    if da.chunks is not None:
+        da = da.chunk({d: -1 for d in core})
+    coords_ = [c.chunk({d: -1 for d in core}) if c.chunks is not None else c for c in coords_]
+    n = int(np.prod([da.sizes[d] for d in core]))
+    settings = _pixel_settings(opts, n)
+    p = len(params)
+    values = ([guess[k] for k in params] + [limits[k][0] for k in params]
+              + [limits[k][1] for k in params])
+    kernel = dict(func=func, n_params=p, n_coords=len(coords_), n_core=len(core), skipna=skipna,
+                  errors=errors,
+                  settings=settings, threads=1 if da.chunks is not None else (os.cpu_count() or 1))
+    popt, pcov, status, cost = xr.apply_ufunc(
+        _fit_block, da, *coords_, *values, kwargs=kernel,
+        input_core_dims=[core] * (1 + len(coords_)) + [[]] * len(values),
+        output_core_dims=[["param"], ["cov_i", "cov_j"], [], []],
+        exclude_dims=set(core), dask="parallelized",
+        output_dtypes=[np.float64, np.float64, np.int64, np.float64],
+        dask_gufunc_kwargs={"output_sizes": {"param": p, "cov_i": p, "cov_j": p}})
+    return {"coefficients": popt, "covariance": pcov, "status": status, "cost": cost}
+
+
+# ----------------------------------------------------------------------------- accessors
+class _NLSQAccessor:
+    def __init__(self, obj):
+        self._obj = obj
+
+    def fit(self, coords, func, reduce_dims=None, skipna=True, p0=None, bounds=None,
+            param_names=None, errors="raise", kwargs=None, **fit_options) -> xr.Dataset:
+        """Fit ``func(x, *params)`` like ``curvefit``: per pixel, or globally.
+
+        Parameters
+        ----------
+        coords, reduce_dims, skipna, p0, bounds, param_names, errors, kwargs
+            As :meth:`xarray.Dataset.curvefit`. ``kwargs`` accepts the curve_fit
+            keywords ``absolute_sigma``, ``ftol``, ``xtol``, ``gtol``, ``maxfev``/``max_nfev``,
+            ``loss`` and ``f_scale``.
+        func : callable
+            ``func(x, *params)`` written with ``jax.numpy`` and pointwise in ``x``; with
+            several coordinates ``x`` is a ``(k, N)`` array, as in curvefit.
+        **fit_options
+            Passed to :func:`nlsq_dask.fit` (``preset``, ``config``, ``tier``, ``loss``,
+            ``client``, ...). Per-pixel fits use the tolerances, ``max_nfev``, loss and
+            ``absolute_sigma``; tiers and multi-start apply to global fits.
+
+        Returns
+        -------
+        xarray.Dataset
+            ``[var]_curvefit_coefficients`` (``param``), ``[var]_curvefit_covariance``
+            (``cov_i``, ``cov_j``), ``[var]_curvefit_status``, ``[var]_curvefit_cost``;
+            a global fit adds ``nlsq_tier``, ``nlsq_nfev``, ``nlsq_explanation``, ...
+            to the coefficients' attributes.
+        """
+        return curvefit(self._obj, coords, func, reduce_dims=reduce_dims, skipna=skipna, p0=p0,
+                        bounds=bounds, param_names=param_names, errors=errors, kwargs=kwargs,
+                        **fit_options)
+
+
+@xr.register_dataset_accessor("nlsq")
+class NLSQDatasetAccessor(_NLSQAccessor):
+    """``Dataset.nlsq.fit``: curvefit-compatible fits with nlsq_dask."""
+
+
+@xr.register_dataarray_accessor("nlsq")
+class NLSQDataArrayAccessor(_NLSQAccessor):
+    """``DataArray.nlsq.fit``: curvefit-compatible fits with nlsq_dask."""

@@ -1,0 +1,135 @@
+"""The batched (per-pixel) LM: agreement with scipy and nlsq_dask.fit, status, masks."""
+
+import numpy as np
+import pytest
+from scipy.optimize import curve_fit, least_squares
+
+import nlsq_dask
+from nlsq_dask.solver import batched as bt
+
+import jax.numpy as jnp
+
+TIGHT = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
+
+
+def expo(t, a, b, c):
+    return a * jnp.exp(-b * t) + c
+
+
+def np_expo(t, a, b, c):
+    return a * np.exp(-b * t) + c
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    rng = np.random.default_rng(3)
+    n, B = 40, 300
+    t = np.linspace(0.0, 4.0, n)
+    a, b, c = rng.uniform(1, 3, B), rng.uniform(0.5, 2, B), rng.uniform(-0.5, 0.5, B)
+    y = a * np.exp(-np.outer(t, b)) + c + 0.02 * rng.standard_normal((n, B))
+    p0 = np.tile(np.array([[1.0], [1.0], [0.0]]), (1, B))
+    lb, ub = np.full((3, B), -np.inf), np.full((3, B), np.inf)
+    return t, y, p0, lb, ub
+
+
+def test_matches_curve_fit_and_fit(pixels):
+    t, y, p0, lb, ub = pixels
+    out = bt.batched_fit(expo, 3, (t,), y, np.ones_like(y), p0, lb, ub, **TIGHT)
+    assert np.all(out.status > 0)
+    for i in (0, 17, 150, 299):
+        popt, pcov = curve_fit(np_expo, t, y[:, i], p0=[1, 1, 0], **TIGHT)
+        np.testing.assert_allclose(out.popt[:, i], popt, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(out.pcov[:, :, i], pcov, rtol=1e-5, atol=1e-12)
+    for i in (0, 150):                            # per pixel == nlsq_dask.fit on that pixel
+        res = nlsq_dask.fit(expo, t, y[:, i], p0=[1, 1, 0], **TIGHT)
+        np.testing.assert_allclose(out.popt[:, i], res.popt, rtol=1e-6, atol=1e-9)
+        np.testing.assert_allclose(out.cost[i], res.cost, rtol=1e-8)
+
+
+def test_tiles_and_rounds_do_not_change_results(pixels):
+    t, y, p0, lb, ub = pixels
+    w = np.ones_like(y)
+    a = bt.batched_fit(expo, 3, (t,), y, w, p0, lb, ub, tile=32)
+    b = bt.batched_fit(expo, 3, (t,), y, w, p0, lb, ub, tile=1000)
+    np.testing.assert_array_equal(a.nfev, b.nfev)
+    np.testing.assert_allclose(a.popt, b.popt, rtol=1e-12)
+
+
+def test_masked_points_equal_dropped_points(pixels):
+    t, y, p0, lb, ub = pixels
+    y = y[:, :4].copy()
+    y[5:9, 1] = np.nan
+    w = np.ones_like(y)
+    w[::3, 2] = 0.0
+    out = bt.batched_fit(expo, 3, (t,), y, w, p0[:, :4], lb[:, :4], ub[:, :4], **TIGHT)
+    np.testing.assert_array_equal(out.n, [40, 36, 26, 40])
+    keep = np.arange(40) % 3 != 0
+    ref, _ = curve_fit(np_expo, t[keep], y[keep, 2], p0=[1, 1, 0], **TIGHT)
+    np.testing.assert_allclose(out.popt[:, 2], ref, rtol=1e-6)
+    ok = np.isfinite(y[:, 1])
+    ref, _ = curve_fit(np_expo, t[ok], y[ok, 1], p0=[1, 1, 0], **TIGHT)
+    np.testing.assert_allclose(out.popt[:, 1], ref, rtol=1e-6)
+
+
+def test_status_codes_and_empty_pixels(pixels):
+    t, y, p0, lb, ub = pixels
+    y = y[:, :3].copy()
+    y[:, 0] = np.nan                              # no usable point
+    out = bt.batched_fit(expo, 3, (t,), y, np.ones_like(y), p0[:, :3], lb[:, :3], ub[:, :3],
+                         max_nfev=3)
+    assert out.status[0] == -1 and np.all(np.isnan(out.popt[:, 0]))
+    assert np.all(out.status[1:] == 0) and np.all(out.nfev[1:] == 3)
+
+
+def test_bounds_active_and_interior(pixels):
+    t, y, p0, lb, ub = pixels
+    y = y[:, :2]
+    lb = np.array([[-np.inf] * 2, [-np.inf] * 2, [-np.inf, 0.6]])  # c <= ... on pixel 1
+    ub = np.array([[np.inf] * 2, [np.inf] * 2, [np.inf, 0.7]])
+    p0 = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 0.65]])
+    out = bt.batched_fit(expo, 3, (t,), y, np.ones_like(y), p0, lb, ub, **TIGHT)
+    for i in range(2):
+        ref, _ = curve_fit(np_expo, t, y[:, i], p0=p0[:, i], bounds=(lb[:, i], ub[:, i]), **TIGHT)
+        np.testing.assert_allclose(out.popt[:, i], ref, rtol=1e-5, atol=1e-7)
+    assert out.popt[2, 1] == pytest.approx(0.6)
+
+
+def test_per_pixel_x_and_two_inputs():
+    rng = np.random.default_rng(0)
+    B, n = 20, 30
+    x0 = rng.uniform(-1, 1, (n, B))
+    x1 = rng.uniform(-1, 1, (n, B))
+
+    def plane(x, a, b, c):
+        return a * x[0] + b * x[1] + c
+
+    y = 2.0 * x0 - 1.0 * x1 + 0.5 + 0.01 * rng.standard_normal((n, B))
+    out = bt.batched_fit(plane, 3, (x0, x1), y, np.ones_like(y), np.zeros((3, B)),
+                         np.full((3, B), -np.inf), np.full((3, B), np.inf), x_form="stacked")
+    for i in (0, 7):
+        A = np.stack([x0[:, i], x1[:, i], np.ones(n)], axis=1)
+        ref = np.linalg.lstsq(A, y[:, i], rcond=None)[0]
+        np.testing.assert_allclose(out.popt[:, i], ref, rtol=1e-8, atol=1e-10)
+
+
+def test_non_broadcasting_model_falls_back_to_vmap(pixels):
+    t, y, p0, lb, ub = pixels
+
+    def poly(x, a, b, c):                         # stacks the parameters: not pointwise in B
+        return jnp.polyval(jnp.stack([a, b, c]), x)
+
+    yq = 0.5 * t[:, None] ** 2 - t[:, None] + 2.0 + 0.0 * y[:, :5]
+    out = bt.batched_fit(poly, 3, (t,), yq, np.ones_like(yq), p0[:, :5], lb[:, :5], ub[:, :5])
+    np.testing.assert_allclose(out.popt, np.tile([[0.5], [-1.0], [2.0]], (1, 5)), atol=1e-8)
+
+
+def test_robust_loss_matches_scipy(pixels):
+    t, y, p0, lb, ub = pixels
+    y = y[:, :2].copy()
+    y[3, :] += 5.0
+    out = bt.batched_fit(expo, 3, (t,), y, np.ones_like(y), p0[:, :2], lb[:, :2], ub[:, :2],
+                         loss="soft_l1", f_scale=0.1, **TIGHT)
+    for i in range(2):
+        ref = least_squares(lambda q: np_expo(t, *q) - y[:, i], [1.0, 1.0, 0.0], loss="soft_l1",
+                            f_scale=0.1, **TIGHT)
+        np.testing.assert_allclose(out.popt[:, i], ref.x, rtol=1e-6)
