@@ -150,7 +150,6 @@ class PassRunner:
         """
         import dask
         from dask.delayed import Delayed
-        from dask.highlevelgraph import HighLevelGraph
 
         params = np.asarray(params, dtype=np.float64)
         done = {i: tuple(v[f"s{j}"] for j in range(len(v))) for i, v in store.load_partitions(pass_key).items()}
@@ -277,6 +276,9 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
     loaded = ckpt.load(LMState) if ckpt is not None else None
     if loaded is not None:
         state, history = loaded
+        if bool(state.done) and int(state.status) == 0 and int(state.nfev) < int(opts.max_nfev):
+            # stopped by an earlier pass budget: the next trial is already proposed, go on
+            state = state._replace(done=np.bool_(False))
         resumed_at = int(state.nfev)
         log.info("resuming %s at pass %d", ckpt.path, resumed_at)
     else:
