@@ -86,7 +86,8 @@ def batch_passes(runner, x0s, opts, reduction: str, parts=None, max_passes=None,
     """Iterate all starts together, one shared read per pass: ``(state, passes)``.
 
     With ``patience``, stop once the remaining starts have had ``patience`` times the
-    passes the first converged start needed (a start that slow rarely wins).
+    passes the first converged start needed and none of them is below the best
+    converged cost (an LM cost never rises, so such a start could still win).
     """
     import jax
 
@@ -95,8 +96,12 @@ def batch_passes(runner, x0s, opts, reduction: str, parts=None, max_passes=None,
     passes = 1
 
     def patience_over():
-        ok = np.asarray(state.done) & (np.asarray(state.status) > 0)
-        return patience is not None and ok.any() and passes >= patience * np.min(state.nfev[ok]) + 2
+        done, cost = np.asarray(state.done), np.asarray(state.cost)
+        ok = done & (np.asarray(state.status) > 0)
+        if patience is None or not ok.any():
+            return False
+        promising = np.any(~done & (cost < np.min(cost[ok])))
+        return passes >= patience * np.min(state.nfev[ok]) + 2 and not promising
 
     while not np.all(state.done) and (max_passes is None or passes < max_passes) \
             and not patience_over():
@@ -133,14 +138,14 @@ def tournament(runner, starts, opts, reduction: str, round_passes: int = ROUND_P
     records = [dict(index=i, initial=x[i].tolist(), eliminated_in_round=None) for i in range(S)]
     rounds, equiv = [], 0.0
     for r in range(n_rounds):
-        m = max(1, round(n * 2.0 ** (r + 1 - n_rounds) / 2))
+        m = max(1, round(n * 2.0 ** (r - n_rounds) / 2))  # 1/2^(R+1) ... 1/4 of the data
         parts = sorted(set(np.linspace(0, n - 1, m).round().astype(int).tolist()))
         state, passes = batch_passes(runner, x[alive], opts, reduction, parts, round_passes)
         x[alive] = state.x
         cost = np.where(np.isfinite(state.cost), state.cost, np.inf)
         for j, i in enumerate(alive):
-            records[i].update(final=x[i].tolist(), cost=float(cost[j]), status=int(state.status[j]),
-                              subset_partitions=len(parts))
+            records[i].update(final=x[i].tolist(), subset_cost=float(cost[j]),
+                              status=int(state.status[j]), subset_partitions=len(parts))
         order = np.argsort(cost, kind="stable")
         keep = alive[order[: max(1, math.ceil(len(alive) / 2))]]
         for i in set(alive.tolist()) - set(keep.tolist()):
@@ -173,10 +178,15 @@ def run_starts(ctx: FitContext, starts: np.ndarray):
                               reduction=c.reduction, opts=opts, max_nfev=ctx.max_nfev, data=sub)
         best = _best(batch.state)
         records = _start_records(starts, batch.state)
+        if screened:  # costs are those of the subsample; the winner's is replaced below
+            for r in records:
+                r["subset_cost"] = r.pop("cost")
         frac = n_screen / n if screened else 1.0
         passes = float(np.max(batch.state.nfev)) * frac
         if screened:
             out = ctx.run_in_memory(batch.state.x[best], data=(xs, y, w))
+            records[best].update(final=np.asarray(out.state.x).tolist(), cost=float(out.state.cost),
+                                 status=int(out.state.status))
         else:
             out = EngineOutput(_pick(batch.state, best), batch.history[best], batch.elapsed)
         report = dict(method="vmapped" + (f", screened on {n_screen:,} points" if screened else ""),
@@ -184,15 +194,21 @@ def run_starts(ctx: FitContext, starts: np.ndarray):
     elif use_tournament:
         best, x, records, rounds, passes = tournament(ctx.runner(), starts, ctx.opts, c.reduction)
         out = ctx.run_dask(x[best])
+        records[best].update(final=np.asarray(out.state.x).tolist(), cost=float(out.state.cost),
+                             status=int(out.state.status))
         report = dict(method="tournament", starts=records, winner=best, rounds=rounds)
     else:
         state, passes = batch_passes(ctx.runner(), starts, ctx.opts, c.reduction, patience=2)
         best = _best(state)
         records = _start_records(starts, state)
         out = EngineOutput(_pick(state, best), [], 0.0)
+        if not bool(state.done[best]):  # stopped by patience while the best was still improving
+            out = ctx.run_dask(state.x[best])
+            passes += int(out.state.nfev)
+            records[best].update(final=np.asarray(out.state.x).tolist(),
+                                 cost=float(out.state.cost), status=int(out.state.status))
         report = dict(method="vmapped passes", starts=records, winner=best)
-        passes = float(passes)
-        return out, {**report, "data_passes": passes}
+        return out, {**report, "data_passes": float(passes)}
     report["data_passes"] = passes + (out.state.nfev if report["method"] != "vmapped" else 0)
     return out, report
 
@@ -213,11 +229,16 @@ def run_validation(ctx: FitContext, popt, perr, n_runs: int, seed: int = 1) -> d
         deviation = np.max(np.abs(found - popt) / perr, axis=0)
     spread = found.std(axis=0)
     agree = bool(np.all(deviation <= 1.0))
+    undetermined = [i for i in range(popt.size) if not perr[i] < abs(popt[i])]
     if not agree:
         warnings.warn("validation restarts reached parameters that differ from the optimum by more "
                       f"than one standard error (max deviation {np.nanmax(deviation):.3g} perr): "
                       "the problem may be ill-posed or have several minima", QualityWarning,
                       stacklevel=4)
+    elif undetermined:
+        warnings.warn(f"parameters {undetermined} have standard errors as large as their values: "
+                      "the data barely determine them", QualityWarning, stacklevel=4)
     return dict(starts=starts.tolist(), params=found.tolist(), spread=spread.tolist(),
                 max_deviation_in_perr=deviation.tolist(), agree=agree,
+                poorly_determined=undetermined,
                 costs=np.asarray(state.cost).tolist())

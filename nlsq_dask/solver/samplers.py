@@ -35,9 +35,9 @@ def draw_starts(p0, lb, ub, n_starts: int, *, sampler: str = "lhs", center_on_p0
     """``(n_starts, p)`` starting points strictly inside the bounds."""
     p0, lb, ub = (np.asarray(a, dtype=float) for a in (p0, lb, ub))
     finite = np.isfinite(lb) & np.isfinite(ub)
-    width = np.where(np.isfinite(lb) & np.isfinite(ub), ub - lb, 0.0)
-    half = np.where(finite, scale_factor * width / 2, scale_factor * np.maximum(np.abs(p0), 1.0))
-    centre = np.where(finite & ~center_on_p0, (lb + ub) / 2, p0)
+    lb_f, ub_f = np.where(finite, lb, 0.0), np.where(finite, ub, 0.0)
+    half = np.where(finite, scale_factor * (ub_f - lb_f) / 2, scale_factor * np.maximum(np.abs(p0), 1.0))
+    centre = p0 if center_on_p0 else np.where(finite, (lb_f + ub_f) / 2, p0)
     lo = np.maximum(centre - half, lb)
     hi = np.minimum(centre + half, ub)
     u = unit_samples(n_starts, p0.size, sampler, seed)
