@@ -12,8 +12,7 @@ import warnings
 import numpy as np
 
 from .result import FitResult
-from .workflow import (DatasetProfile, ResourceSnapshot, WorkflowSelector, WorkflowTier,
-                       resolve_config)
+from .workflow import (DatasetProfile, ResourceSnapshot, WorkflowSelector, resolve_config)
 
 
 ENGINE_OPTIONS = ("checkpoint_dir", "enable_checkpoints", "checkpoint_frequency",
