@@ -69,6 +69,22 @@ def prepare_p0(p0, names: tuple[str, ...], lb, ub) -> np.ndarray:
     return p0
 
 
+def prepare_x_scale(x_scale, n: int):
+    """None for ``'jac'`` (MINPACK-style), else ``n`` positive finite scales."""
+    if isinstance(x_scale, str):
+        if x_scale != "jac":
+            raise ValueError(f"x_scale must be 'jac' or positive numbers; got {x_scale!r}")
+        return None
+    try:
+        scale = np.broadcast_to(np.asarray(x_scale, dtype=float), (n,))
+    except (TypeError, ValueError):
+        raise ValueError(f"x_scale must be 'jac', a positive number or {n} positive numbers "
+                         f"(one per parameter); got {x_scale!r}") from None
+    if not np.all(np.isfinite(scale) & (scale > 0)):
+        raise ValueError(f"x_scale must be positive and finite; got {np.asarray(x_scale).tolist()}")
+    return scale
+
+
 def check_traceable(spec, p0) -> None:
     """Trace the model abstractly (no data) so a model JAX cannot trace fails clearly, early."""
     import jax
@@ -182,10 +198,10 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
 
     spec = ModelSpec(model, names, inputs.x_form, inputs.n_inputs)
     check_traceable(spec, p0)
+    x_scale = prepare_x_scale(x_scale, len(names))
     c = selection.config
     n_max = int(c.max_nfev) if c.max_nfev is not None else 100 * len(names)
-    opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max,
-                        None if isinstance(x_scale, str) and x_scale == "jac" else x_scale)
+    opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max, x_scale)
     ctx = FitContext(spec, inputs, selection, opts, lb, ub, n_max, client=client,
                      progress=progress, engine_options=engine_options)
     report = None

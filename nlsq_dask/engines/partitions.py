@@ -36,8 +36,9 @@ def align_chunks(arrays: list, names: list[str], target: tuple[int, ...] | None 
 
     With ``target`` all arrays get those chunks. Otherwise they get the common
     refinement of their chunk boundaries, which never reads a source chunk twice;
-    if that refinement would multiply the number of partitions (badly misaligned
-    inputs), a ``ValueError`` says which arrays to rechunk.
+    if that refinement has more than 1.5 times the partitions of the most finely
+    chunked input (badly offset boundaries that cut slivers), a ``ValueError`` says
+    which arrays to rechunk.
     """
     if target is not None:
         return [a.rechunk((target,)) for a in arrays]
@@ -47,7 +48,7 @@ def align_chunks(arrays: list, names: list[str], target: tuple[int, ...] | None 
     bounds = sorted(set().union(*[set(np.cumsum((0,) + c).tolist()) for c in chunk_sets]))
     refined = tuple(int(b - a) for a, b in zip(bounds[:-1], bounds[1:]))
     most = max(len(c) for c in chunk_sets)
-    if len(refined) > 2 * most:
+    if 2 * len(refined) > 3 * most:
         desc = ", ".join(f"{n}: {len(c)} chunks of ~{int(np.mean(c)):,}" for n, c in zip(names, chunk_sets))
         raise ValueError(
             f"the chunks of {', '.join(names)} are misaligned ({desc}); aligning them would "
