@@ -47,10 +47,18 @@ def test_same_shapes_do_not_recompile():
     assert in_memory._solve._cache_size() == n1, "new data values of the same length recompiled"
     assert not np.allclose(other.popt, first.popt)
 
-    # p0, tolerances, bounds and sigma are dynamic arguments too
+    # p0, tolerances and bounds are dynamic arguments too
     nlsq_dask.fit(decay, x, y, p0=[2.0, 0.5, 0.1], ftol=1e-8, xtol=1e-9, gtol=1e-9,
-                  bounds=([0, 0, -1], [5, 5, 1]), sigma=np.full(300, 0.01))
-    assert in_memory._solve._cache_size() == n1, "p0/tolerances/bounds/sigma recompiled"
+                  bounds=([0, 0, -1], [5, 5, 1]))
+    assert in_memory._solve._cache_size() == n1, "p0/tolerances/bounds recompiled"
+
+    # a weighted fit is its own kernel (unit weights read no array at all), compiled
+    # once: other sigma values reuse it
+    nlsq_dask.fit(decay, x, y, sigma=np.full(300, 0.01), **kw)
+    n2 = in_memory._solve._cache_size()
+    assert n2 == n1 + 1
+    nlsq_dask.fit(decay, x, y, sigma=np.linspace(0.01, 0.02, 300), **kw)
+    assert in_memory._solve._cache_size() == n2, "new sigma values recompiled"
 
 
 def test_lengths_with_the_same_padded_length_do_not_recompile():

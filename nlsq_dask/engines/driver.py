@@ -172,7 +172,7 @@ def run_starts(ctx: FitContext, starts: np.ndarray):
         sub, opts = (xs, y, w), ctx.opts
         if screened:  # an evenly strided subsample screens the starts, a few passes each
             idx = np.linspace(0, n - 1, n_screen).round().astype(int)
-            sub = (tuple(a[idx] for a in xs), y[idx], w[idx])
+            sub = (tuple(a[idx] for a in xs), y[idx], None if w is None else w[idx])
             opts = opts._replace(max_nfev=np.int64(min(SCREEN_PASSES, ctx.max_nfev)))
         batch = run_in_memory(ctx.spec, x0=starts, inputs=ctx.inputs, loss=c.loss, f_scale=c.f_scale,
                               reduction=c.reduction, opts=opts, max_nfev=ctx.max_nfev, data=sub)

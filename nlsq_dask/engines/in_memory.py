@@ -53,9 +53,9 @@ STATIC = ("spec", "loss", "reduction", "tile", "max_history")
 
 
 def _solve_impl(spec: ModelSpec, loss: str, reduction: str, tile: int, max_history: int,
-           x0, xs, y, w, mask, f_scale, opts: LMOptions):
+           x0, xs, y, w, n_valid, f_scale, opts: LMOptions):
     def stats_at(p):
-        return block_stats(spec, loss, reduction, tile, p, xs, y, w, mask, f_scale)
+        return block_stats(spec, loss, reduction, tile, p, xs, y, w, n_valid, f_scale)
 
     state = lm_init(x0, stats_at(x0), opts, reduction)
     hist = History(jnp.full(max_history, jnp.nan).at[0].set(state.cost),
@@ -78,10 +78,10 @@ _solve = jax.jit(_solve_impl, static_argnames=STATIC)
 
 
 @partial(jax.jit, static_argnames=STATIC)
-def _solve_batch(spec, loss, reduction, tile, max_history, x0s, xs, y, w, mask, f_scale, opts):
+def _solve_batch(spec, loss, reduction, tile, max_history, x0s, xs, y, w, n_valid, f_scale, opts):
     """All starts as one vmapped loop: it runs until every start has finished."""
     def one(x0):
-        return _solve_impl(spec, loss, reduction, tile, max_history, x0, xs, y, w, mask, f_scale, opts)
+        return _solve_impl(spec, loss, reduction, tile, max_history, x0, xs, y, w, n_valid, f_scale, opts)
     return jax.vmap(one)(x0s)
 
 
@@ -98,10 +98,9 @@ def run_in_memory(spec: ModelSpec, *, x0, inputs, loss: str, f_scale: float,
     n = y.shape[0]
     tile = choose_tile(n)
     length = -(-n // tile) * tile
-    mask = pad_to(np.ones(n, dtype=bool), length, False)
     xs_p = tuple(pad_to(np.asarray(x, np.float64), length) for x in xs)
-    args = (pad_to(np.asarray(y, np.float64), length), pad_to(np.asarray(w, np.float64), length, 1.0),
-            mask)
+    w = None if w is None else pad_to(np.asarray(w, np.float64), length, 1.0)
+    args = (pad_to(np.asarray(y, np.float64), length), w, np.int64(n))
     x0 = np.asarray(x0, np.float64)
     solve = _solve_batch if x0.ndim == 2 else _solve
     t0 = time.perf_counter()
@@ -118,7 +117,7 @@ def run_in_memory(spec: ModelSpec, *, x0, inputs, loss: str, f_scale: float,
 
 
 def materialise(inputs):
-    """``(xs, y, w)`` as numpy arrays, computing dask inputs in one go."""
+    """``(xs, y, w)`` as numpy arrays (``w`` None without σ), computing dask inputs in one go."""
     arrays = [*inputs.xs, inputs.y] + ([inputs.sigma] if inputs.sigma is not None else [])
     if inputs.lazy:
         import dask
@@ -127,7 +126,7 @@ def materialise(inputs):
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     k = inputs.n_inputs
     xs, y = tuple(arrays[:k]), arrays[k]
-    w = 1.0 / arrays[k + 1] if inputs.sigma is not None else np.ones_like(y)
+    w = 1.0 / arrays[k + 1] if inputs.sigma is not None else None
     return xs, y, w
 
 

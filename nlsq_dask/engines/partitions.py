@@ -1,7 +1,7 @@
 """Partitions of a dask fit: aligned chunks, bucket lengths and the per-block kernel.
 
 The kernel runs inside dask tasks (threads or worker processes). It pads a block to
-one of a few bucket lengths with a zero-weight mask, so a fit compiles one kernel
+one of a few bucket lengths (points past the block's length are masked out), so a fit compiles one kernel
 per bucket rather than one per block length, and it caches the jitted kernel per
 process under a token computed once on the client (a model function unpickled on a
 worker is a new object every task, which would otherwise defeat JAX's cache).
@@ -99,11 +99,9 @@ def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n
         a = np.asarray(a, dtype=np.float64)
         return a if a.shape[0] == length else np.concatenate([a, np.full(length - n, fill)])
 
-    mask = np.zeros(length, dtype=bool)
-    mask[:n] = True
-    w = np.ones(length) if sigma is None else 1.0 / padded(sigma, 1.0)
+    w = None if sigma is None else 1.0 / padded(sigma, 1.0)
     stats = _kernel(token, spec, loss, reduction, tile, np.ndim(params) == 2)(
-        jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, mask, f_scale)
+        jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, np.int64(n), f_scale)
     return tuple(np.asarray(s) for s in stats)
 
 

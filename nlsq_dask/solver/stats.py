@@ -10,8 +10,8 @@ For parameters ``p`` a pass over (a partition of) the data returns
 Both are sums over points, so partitions compute their part and :func:`combine`
 adds them. The kernel walks the data in tiles with ``lax.scan`` and accumulates in
 the loop carry: materialising the whole ``N × p`` Jacobian is several times slower
-(DESIGN.md §3). Points whose mask is False or whose x, y or σ are not finite add
-nothing and are not counted.
+(DESIGN.md §3). Points at or beyond ``n_valid`` (padding) and points whose x, y
+or σ are not finite add nothing and are not counted.
 """
 
 from __future__ import annotations
@@ -49,14 +49,17 @@ def empty_stats(n_params: int, reduction: str):
                        jnp.zeros((n_params, n_params), jnp.float64))
 
 
-def _tile_terms(spec: ModelSpec, loss: str, params, xs, y, w, mask, f_scale):
+def _tile_terms(spec: ModelSpec, loss: str, params, xs, y, w, ok, f_scale):
     """Masked, loss-rescaled residuals ``r`` (T,), Jacobian ``J`` (p, T), cost terms."""
-    ok = mask & jnp.isfinite(y) & jnp.isfinite(w)
+    ok = ok & jnp.isfinite(y)
+    if w is not None:
+        ok = ok & jnp.isfinite(w)
     for xi in xs:
         ok = ok & jnp.isfinite(xi)
 
     def residual(p):
-        return (spec.evaluate(xs, p) - y) * w
+        r = spec.evaluate(xs, p) - y
+        return r if w is None else r * w
 
     r, jvp = jax.linearize(residual, params)
     J = jax.vmap(jvp)(jnp.eye(params.shape[0], dtype=params.dtype))
@@ -67,7 +70,7 @@ def _tile_terms(spec: ModelSpec, loss: str, params, xs, y, w, mask, f_scale):
 
 
 def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
-                params, xs, y, w, mask, f_scale):
+                params, xs, y, w, n_valid, f_scale):
     """Statistics of one block whose length is a multiple of ``tile``.
 
     Parameters
@@ -77,10 +80,12 @@ def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
     params : (p,) float64
     xs : tuple of (L,) arrays
         The independent variables.
-    y, w : (L,) arrays
-        Observations and weights ``1/σ``.
-    mask : (L,) bool
-        False for padding and points to skip.
+    y : (L,) array
+        Observations.
+    w : (L,) array or None
+        Weights ``1/σ``; None for unit weights (no array read at all).
+    n_valid : int scalar
+        Points ``[0, n_valid)`` are data, the rest padding (no mask array needed).
     f_scale : float
         The robust loss's soft margin.
     """
@@ -95,8 +100,9 @@ def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
         return a.reshape(n_tiles, tile)
 
     def body(carry, t):
-        xs_t, y_t, w_t, m_t = t
-        ok, rho0, r, J = _tile_terms(spec, loss, params, xs_t, y_t, w_t, m_t, f_scale)
+        i, xs_t, y_t, w_t = t
+        valid = i * tile + jnp.arange(tile) < n_valid
+        ok, rho0, r, J = _tile_terms(spec, loss, params, xs_t, y_t, w_t, valid, f_scale)
         n = carry.n + jnp.sum(ok, dtype=jnp.float64)
         cost = carry.cost + 0.5 * jnp.sum(rho0)
         if reduction == "qr":
@@ -105,8 +111,8 @@ def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
             return QRStats(n, cost, R), None
         return NormalStats(n, cost, carry.g + J @ r, carry.H + J @ J.T), None
 
-    data = (tuple(tiles(x.astype(jnp.float64)) for x in xs), tiles(y.astype(jnp.float64)),
-            tiles(w.astype(jnp.float64)), tiles(mask))
+    data = (jnp.arange(n_tiles), tuple(tiles(x.astype(jnp.float64)) for x in xs),
+            tiles(y.astype(jnp.float64)), None if w is None else tiles(w.astype(jnp.float64)))
     out, _ = jax.lax.scan(body, empty_stats(p, reduction), data)
     return out
 
