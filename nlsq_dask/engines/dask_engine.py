@@ -180,12 +180,16 @@ class PassRunner:
                 for n_done, (fut, out) in enumerate(as_completed(futures, with_results=True), 1):
                     keep(index[fut.key], out, final=n_done == len(todo))
             else:
-                batch = max(2, 2 * (dask.system.CPU_COUNT or 1))
-                for j in range(0, len(todo), batch):
-                    group = todo[j:j + batch]
-                    outs = dask.compute(*[delayed[i] for i in group])
-                    for k, (i, out) in enumerate(zip(group, outs)):
-                        keep(i, out, final=j + k + 1 == len(todo))
+                # Local threads: one partition per pool task, kept as each completes
+                # (no barrier between groups of partitions).
+                from concurrent.futures import ThreadPoolExecutor, as_completed as done_first
+
+                workers = dask.config.get("num_workers", None) or dask.system.CPU_COUNT or 1
+                with ThreadPoolExecutor(max_workers=workers) as pool:
+                    futures = {pool.submit(dask.compute, delayed[i], scheduler="sync"): i
+                               for i in todo}
+                    for n_done, fut in enumerate(done_first(futures), 1):
+                        keep(futures[fut], fut.result()[0], final=n_done == len(todo))
         self.n_passes += 1
         parts = [done[i] for i in range(self.n_partitions)]
         return self._stats(reduce_parts(parts, self.reduction, self.split_every)), len(todo)
