@@ -52,7 +52,7 @@ from .losses import scale_for_loss
 
 _EPS = float(jnp.finfo(jnp.float64).eps)
 _TINY = 1e-300
-TILE = 512
+TILE = 2048
 LAMBDA0 = 1e-2      # initial damping (relative to the Marquardt scaling D)
 LAMBDA_DOWN = 0.1   # after a very successful step (ratio > 3/4)
 LAMBDA_UP = 10.0    # after a rejected step
