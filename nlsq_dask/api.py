@@ -217,6 +217,8 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     if c.validation_passes > 0:
         result.extras["validation"] = run_validation(ctx, result.popt, result.perr,
                                                      c.validation_passes)
+    # For result.plot(): references to the caller's model and (lazy) data, not copies.
+    result._model, result._x, result._y = model, x, y
     return result
 
 

@@ -46,7 +46,10 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
     """A CPU ``distributed.LocalCluster`` (one single-threaded worker per core by default)."""
     from distributed import LocalCluster
 
+    import logging
+
     n_workers = n_workers or os.cpu_count() or 1
+    kwargs.setdefault("silence_logs", logging.WARNING)
     return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
                         memory_limit=memory_limit, processes=processes,
                         dashboard_address=kwargs.pop("dashboard_address", ":0"), **kwargs)

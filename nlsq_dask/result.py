@@ -36,6 +36,10 @@ class FitResult:
     elapsed: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
 
+    def __getstate__(self):
+        # the references kept for plot() are the caller's data: never pickle them along
+        return {k: v for k, v in self.__dict__.items() if k not in ("_model", "_x", "_y")}
+
     def __iter__(self):
         yield self.popt
         yield self.pcov
@@ -80,6 +84,38 @@ class FitResult:
 
     def __repr__(self) -> str:
         return f"FitResult(\n{self.summary()}\n)"
+
+    def plot(self, x=None, y=None, *, model=None, ax=None, max_points: int = 5000,
+             how: str = "subsample", title: str | None = None):
+        """Draw the data with the fitted model, the residuals and the cost per iteration.
+
+        Needs matplotlib (``pip install "nlsq-dask[plot]"``). Large data are reduced to
+        at most ``max_points`` points (a strided subsample, or bin means with
+        ``how='bin'``); with dask data only those are computed.
+
+        Parameters
+        ----------
+        x, y : array-like, optional
+            Data to draw (default: the data the fit was called with).
+        model : callable, optional
+            Default: the model the fit was called with.
+        ax : sequence of 3 matplotlib Axes, optional
+            Where to draw (data, residuals, cost); default: a new figure.
+        max_points : int
+            Most points drawn.
+        how : {'subsample', 'bin'}
+            How large data are reduced.
+        title : str, optional
+            Figure title (default: tier, points and parameters).
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+        """
+        from .plotting import plot_fit
+
+        return plot_fit(self, x, y, model=model, ax=ax, max_points=max_points, how=how,
+                        title=title)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-safe summary (arrays as lists; no pickles)."""

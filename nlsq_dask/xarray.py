@@ -323,6 +323,16 @@ class _NLSQAccessor:
                         bounds=bounds, param_names=param_names, errors=errors, kwargs=kwargs,
                         **fit_options)
 
+    def plot_map(self, param, var=None, ax=None, **kwargs):
+        """Map of one fitted parameter of an ``nlsq.fit`` result over the kept dimensions.
+
+        ``param`` is a parameter name, or ``'cost'`` / ``'status'``; ``error=True`` maps
+        its standard error. See :func:`nlsq_dask.plotting.plot_map` (needs matplotlib).
+        """
+        from .plotting import plot_map
+
+        return plot_map(self._obj, param, var=var, ax=ax, **kwargs)
+
 
 @xr.register_dataset_accessor("nlsq")
 class NLSQDatasetAccessor(_NLSQAccessor):

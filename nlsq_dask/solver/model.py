@@ -68,7 +68,8 @@ def infer_param_names(func: Callable, param_names=None, n_params: int | None = N
             raise ValueError(f"param_names must be unique, got {list(names)}")
         if n_params is not None and len(names) != n_params:
             raise ValueError(
-                f"param_names has {len(names)} names but p0 has {n_params} values"
+                f"param_names has {len(names)} names but p0 has {n_params} values: give one "
+                "p0 value per name, in the order of param_names"
             )
         return names
     try:
@@ -100,7 +101,8 @@ def infer_param_names(func: Callable, param_names=None, n_params: int | None = N
         raise TypeError("model takes no parameters: expected model(x, a, b, ...)")
     if n_params is not None and len(names) != n_params:
         raise ValueError(
-            f"p0 has {n_params} values but the model takes {len(names)} "
-            f"parameters {list(names)}"
+            f"p0 has {n_params} values but the model takes {len(names)} parameters "
+            f"{list(names)}: pass one start value per parameter in that order (a model taking "
+            "*params needs param_names=[...])"
         )
     return names

@@ -16,6 +16,7 @@ replaced. The YAML file is read with ``yaml.safe_load`` only.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 from pathlib import Path
@@ -68,6 +69,11 @@ def _coerce_number(key: str, value: Any, where: str) -> Any:
     return value
 
 
+def _did_you_mean(word, choices) -> str:
+    close = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
 def load_yaml_config(path: str | os.PathLike | None = None) -> dict[str, dict]:
     """Read and validate an ``nlsq.yaml`` document.
 
@@ -116,8 +122,8 @@ def validate_yaml_doc(doc: Any, source: str = "nlsq.yaml") -> dict[str, dict]:
     for section, body in doc.items():
         if section not in YAML_SECTIONS:
             raise ValueError(
-                f"unknown section {section!r} in {source}; valid sections are: "
-                f"{', '.join(YAML_SECTIONS)}"
+                f"unknown section {section!r} in {source}{_did_you_mean(section, YAML_SECTIONS)}; "
+                f"valid sections are: {', '.join(YAML_SECTIONS)}"
             )
         if body is None:
             body = {}
@@ -128,7 +134,8 @@ def validate_yaml_doc(doc: Any, source: str = "nlsq.yaml") -> dict[str, dict]:
         for key, value in body.items():
             if key not in valid_keys[section]:
                 raise ValueError(
-                    f"unknown key {key!r} in section {section!r} of {source}; valid keys "
+                    f"unknown key {key!r} in section {section!r} of {source}"
+                    f"{_did_you_mean(key, valid_keys[section])}; valid keys "
                     f"are: {', '.join(valid_keys[section])}"
                 )
             clean[key] = _coerce_number(key, value, section)
