@@ -118,7 +118,7 @@ def test_fit_never_starts_a_cluster(monkeypatch, problem):
 
 # ---------------------------------------------------------------- out of core
 N_BIG = 28_000_000          # x and y float64: 448 MB = 427 MiB
-CHUNK = 500_000
+CHUNK = 250_000           # 2 MB per array chunk: even 15 partitions in flight stay below the 60 MiB spill target
 WORKER_LIMIT = "100MiB"     # 2 workers: 200 MiB in all, < half the data
 
 
