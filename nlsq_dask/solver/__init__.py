@@ -14,10 +14,10 @@ from .covariance import CovarianceWarning, covariance
 from .lm import STATUS_MESSAGES, LMOptions, LMState, lm_init, lm_step, make_options
 from .losses import LOSSES, check_loss
 from .model import ModelSpec, infer_param_names
-from .stats import REDUCTIONS, NormalStats, QRStats, block_stats, combine, empty_stats
+from .stats import REDUCTIONS, NormalStats, QRStats, block_stats, empty_stats
 
 __all__ = [
     "CovarianceWarning", "covariance", "STATUS_MESSAGES", "LMOptions", "LMState", "lm_init",
     "lm_step", "make_options", "LOSSES", "check_loss", "ModelSpec", "infer_param_names",
-    "REDUCTIONS", "NormalStats", "QRStats", "block_stats", "combine", "empty_stats",
+    "REDUCTIONS", "NormalStats", "QRStats", "block_stats", "empty_stats",
 ]

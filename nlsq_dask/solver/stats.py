@@ -7,9 +7,9 @@ For parameters ``p`` a pass over (a partition of) the data returns
 * ``QRStats(n, cost, R)``: the ``(p+1) × (p+1)`` triangular factor of ``[J̃ | r̃]``
   (TSQR), which keeps the condition number of ``J`` instead of squaring it.
 
-Both are sums over points, so partitions compute their part and :func:`combine`
-adds them. The kernel walks the data in tiles with ``lax.scan`` and accumulates in
-the loop carry: materialising the whole ``N × p`` Jacobian is several times slower
+Both are sums over points, so partitions compute their part and the dask engine
+adds them (stacking and re-factoring the ``R`` factors for TSQR). The kernel walks
+the data in tiles with ``lax.scan`` and accumulates in the loop carry: materialising the whole ``N × p`` Jacobian is several times slower
 (DESIGN.md §3). Points at or beyond ``n_valid`` (padding) and points whose x, y
 or σ are not finite add nothing and are not counted.
 """
@@ -41,7 +41,7 @@ class QRStats(NamedTuple):
 
 
 def empty_stats(n_params: int, reduction: str):
-    """The neutral element of :func:`combine`."""
+    """Statistics of no points (the scan's initial carry)."""
     zero = jnp.zeros((), jnp.float64)
     if reduction == "qr":
         return QRStats(zero, zero, jnp.zeros((n_params + 1, n_params + 1), jnp.float64))
@@ -115,15 +115,6 @@ def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
             tiles(y.astype(jnp.float64)), None if w is None else tiles(w.astype(jnp.float64)))
     out, _ = jax.lax.scan(body, empty_stats(p, reduction), data)
     return out
-
-
-def combine(a, b):
-    """Sum of two statistics of the same kind (associative; exact for ``normal``)."""
-    if isinstance(a, QRStats):
-        p1 = a.R.shape[0]
-        R = jnp.linalg.qr(jnp.concatenate([a.R, b.R], axis=0), mode="r")[:p1]
-        return QRStats(a.n + b.n, a.cost + b.cost, R)
-    return NormalStats(a.n + b.n, a.cost + b.cost, a.g + b.g, a.H + b.H)
 
 
 def normal_form(stats):
