@@ -47,12 +47,20 @@ class FitContext:
         c = self.selection.config
         return self.selection.tier is WorkflowTier.STANDARD and not c.enable_checkpoints
 
-    def run_in_memory(self, x0, data=None) -> EngineOutput:
+    def data(self):
+        """``(xs, y, w)`` materialised once per fit (the fit, multi-start and validation share it)."""
+        if getattr(self, "_data", None) is None:
+            self._data = materialise(self.inputs)
+        return self._data
+
+    def run_in_memory(self, x0, data=None, opts=None) -> EngineOutput:
         c = self.selection.config
         return run_in_memory(self.spec, x0=x0, inputs=self.inputs, loss=c.loss, f_scale=c.f_scale,
-                             reduction=c.reduction, opts=self.opts, max_nfev=self.max_nfev, data=data)
+                             reduction=c.reduction, opts=self.opts if opts is None else opts,
+                             max_nfev=self.max_nfev, data=self.data() if data is None else data)
 
     def runner(self):
+        """The pass runner, built once per fit (CHUNKED persists its partitions here)."""
         if getattr(self, "_runner", None) is None:
             from .dask_engine import make_runner
 
@@ -159,58 +167,74 @@ def tournament(runner, starts, opts, reduction: str, round_passes: int = ROUND_P
     return int(alive[0]), x, records, rounds, equiv
 
 
-def run_starts(ctx: FitContext, starts: np.ndarray):
-    """Multi-start on the selected tier: ``(EngineOutput of the winner, report dict)``."""
-    c = ctx.selection.config
-    use_tournament = c.tournament or ctx.selection.tier in (WorkflowTier.STREAMING,
-                                                           WorkflowTier.STREAMING_CHECKPOINT)
-    if ctx.in_memory:
-        xs, y, w = materialise(ctx.inputs)
-        n = y.shape[0]
-        n_screen = max(n // len(starts), SCREEN_MIN_POINTS)
-        screened = n > 2 * n_screen
-        sub, opts = (xs, y, w), ctx.opts
-        if screened:  # an evenly strided subsample screens the starts, a few passes each
-            idx = np.linspace(0, n - 1, n_screen).round().astype(int)
-            sub = (tuple(a[idx] for a in xs), y[idx], None if w is None else w[idx])
-            opts = opts._replace(max_nfev=np.int64(min(SCREEN_PASSES, ctx.max_nfev)))
-        batch = run_in_memory(ctx.spec, x0=starts, inputs=ctx.inputs, loss=c.loss, f_scale=c.f_scale,
-                              reduction=c.reduction, opts=opts, max_nfev=ctx.max_nfev, data=sub)
+def _finish(records: list, best: int, out: EngineOutput) -> None:
+    """Record the winner's full-data result after it was finished."""
+    records[best].update(final=np.asarray(out.state.x).tolist(), cost=float(out.state.cost),
+                         status=int(out.state.status))
+
+
+def _starts_in_memory(ctx: FitContext, starts):
+    """All starts as one vmapped loop, screened on a strided subsample when the data are large."""
+    xs, y, w = ctx.data()
+    n = y.shape[0]
+    n_screen = max(n // len(starts), SCREEN_MIN_POINTS)
+    if n <= 2 * n_screen:
+        batch = ctx.run_in_memory(starts)
         best = _best(batch.state)
-        records = _start_records(starts, batch.state)
-        if screened:  # costs are those of the subsample; the winner's is replaced below
-            for r in records:
-                r["subset_cost"] = r.pop("cost")
-        frac = n_screen / n if screened else 1.0
-        passes = float(np.max(batch.state.nfev)) * frac
-        if screened:
-            out = ctx.run_in_memory(batch.state.x[best], data=(xs, y, w))
-            records[best].update(final=np.asarray(out.state.x).tolist(), cost=float(out.state.cost),
-                                 status=int(out.state.status))
-        else:
-            out = EngineOutput(_pick(batch.state, best), batch.history[best], batch.elapsed)
-        report = dict(method="vmapped" + (f", screened on {n_screen:,} points" if screened else ""),
-                      starts=records, winner=best)
-    elif use_tournament:
-        best, x, records, rounds, passes = tournament(ctx.runner(), starts, ctx.opts, c.reduction)
-        out = ctx.run_dask(x[best])
-        records[best].update(final=np.asarray(out.state.x).tolist(), cost=float(out.state.cost),
-                             status=int(out.state.status))
-        report = dict(method="tournament", starts=records, winner=best, rounds=rounds)
-    else:
-        state, passes = batch_passes(ctx.runner(), starts, ctx.opts, c.reduction, patience=2)
-        best = _best(state)
-        records = _start_records(starts, state)
-        out = EngineOutput(_pick(state, best), [], 0.0)
-        if not bool(state.done[best]):  # stopped by patience while the best was still improving
-            out = ctx.run_dask(state.x[best])
-            passes += int(out.state.nfev)
-            records[best].update(final=np.asarray(out.state.x).tolist(),
-                                 cost=float(out.state.cost), status=int(out.state.status))
-        report = dict(method="vmapped passes", starts=records, winner=best)
-        return out, {**report, "data_passes": float(passes)}
-    report["data_passes"] = passes + (out.state.nfev if report["method"] != "vmapped" else 0)
-    return out, report
+        out = EngineOutput(_pick(batch.state, best), batch.history[best], batch.elapsed)
+        return out, dict(method="vmapped", starts=_start_records(starts, batch.state), winner=best,
+                         data_passes=float(np.max(batch.state.nfev)))
+    idx = np.linspace(0, n - 1, n_screen).round().astype(int)
+    sub = (tuple(a[idx] for a in xs), y[idx], None if w is None else w[idx])
+    opts = ctx.opts._replace(max_nfev=np.int64(min(SCREEN_PASSES, ctx.max_nfev)))
+    batch = ctx.run_in_memory(starts, data=sub, opts=opts)
+    best = _best(batch.state)
+    records = _start_records(starts, batch.state)
+    for r in records:  # costs of the subsample; the winner gets its full-data cost below
+        r["subset_cost"] = r.pop("cost")
+    out = ctx.run_in_memory(batch.state.x[best])
+    _finish(records, best, out)
+    passes = float(np.max(batch.state.nfev)) * n_screen / n + int(out.state.nfev)
+    return out, dict(method=f"vmapped, screened on {n_screen:,} points", starts=records,
+                     winner=best, data_passes=passes)
+
+
+def _starts_tournament(ctx: FitContext, starts):
+    best, x, records, rounds, passes = tournament(ctx.runner(), starts, ctx.opts,
+                                                  ctx.selection.config.reduction)
+    out = ctx.run_dask(x[best])
+    _finish(records, best, out)
+    return out, dict(method="tournament", starts=records, winner=best, rounds=rounds,
+                     data_passes=passes + int(out.state.nfev))
+
+
+def _starts_vmapped_passes(ctx: FitContext, starts):
+    state, passes = batch_passes(ctx.runner(), starts, ctx.opts, ctx.selection.config.reduction,
+                                 patience=2)
+    best = _best(state)
+    records = _start_records(starts, state)
+    out = EngineOutput(_pick(state, best), [], 0.0)
+    if not bool(state.done[best]):  # stopped by patience while the best was still improving
+        out = ctx.run_dask(state.x[best])
+        passes += int(out.state.nfev)
+        _finish(records, best, out)
+    return out, dict(method="vmapped passes", starts=records, winner=best,
+                     data_passes=float(passes))
+
+
+def run_starts(ctx: FitContext, starts: np.ndarray):
+    """Multi-start on the selected tier: ``(EngineOutput of the winner, report dict)``.
+
+    ``report["data_passes"]`` counts reads of the data in full-pass equivalents,
+    the winner's finishing passes included.
+    """
+    c = ctx.selection.config
+    if ctx.in_memory:
+        return _starts_in_memory(ctx, starts)
+    if c.tournament or ctx.selection.tier in (WorkflowTier.STREAMING,
+                                              WorkflowTier.STREAMING_CHECKPOINT):
+        return _starts_tournament(ctx, starts)
+    return _starts_vmapped_passes(ctx, starts)
 
 
 def run_validation(ctx: FitContext, popt, perr, n_runs: int, seed: int = 1) -> dict:
