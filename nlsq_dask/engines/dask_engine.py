@@ -27,24 +27,24 @@ FLUSH_SECONDS = 2.0
 
 
 def as_dask_arrays(inputs, partition_points: int, chunk_size: int | None):
-    """The inputs as 1-D dask arrays with aligned chunks along the point axis."""
+    """The inputs as 1-D dask arrays with aligned chunks along the point axis.
+
+    numpy inputs take ``chunk_size`` (else the selector's partition size) or, mixed
+    with dask inputs, the chunks of the first dask array, so they need no rechunk.
+    """
     import dask.array as da
 
     arrays = [*inputs.xs, inputs.y] + ([inputs.sigma] if inputs.sigma is not None else [])
     names = [f"x[{i}]" for i in range(inputs.n_inputs)] + ["y"] + (
         ["sigma"] if inputs.sigma is not None else [])
-    if not inputs.lazy:
-        step = int(chunk_size or partition_points)
-        return [da.from_array(np.asarray(a), chunks=step, name=False) for a in arrays]
-    arrays = [a if hasattr(a, "dask") else da.from_array(np.asarray(a), chunks=-1)
-              for a in arrays]
     target = None
     if chunk_size:
-        n = inputs.n_points
-        target = tuple([chunk_size] * (n // chunk_size) + ([n % chunk_size] if n % chunk_size else []))
-    elif any(not hasattr(a, "dask") for a in [*inputs.xs, inputs.y]):
-        target = next(a.chunks[0] for a in arrays if len(a.chunks[0]) > 1) if any(
-            len(a.chunks[0]) > 1 for a in arrays) else None
+        target = da.core.normalize_chunks((int(chunk_size),), (inputs.n_points,))[0]
+    elif not inputs.lazy:
+        target = da.core.normalize_chunks((int(partition_points),), (inputs.n_points,))[0]
+    reference = target or next(a.chunks[0] for a in arrays if hasattr(a, "dask"))
+    arrays = [a if hasattr(a, "dask") else da.from_array(np.asarray(a), chunks=(reference,),
+                                                          name=False) for a in arrays]
     return align_chunks(arrays, names, target)
 
 
