@@ -241,4 +241,4 @@ def build_result(out, names, selection, absolute_sigma: bool) -> FitResult:
                      cost=float(state.cost), n_points_used=n_used, nfev=int(state.nfev),
                      nit=int(state.nit), status=status, message=STATUS_MESSAGES[status],
                      tier=selection.tier, config=c, selection=selection, history=out.history,
-                     elapsed=out.elapsed, extras=dict(out.extras))
+                     elapsed=out.elapsed, extras=dict(out.extras or {}))

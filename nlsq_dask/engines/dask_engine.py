@@ -220,12 +220,13 @@ class ProgressLine:
         msg = (f"pass {int(state.nfev):3d} | iter {int(state.nit):3d} | cost {float(state.cost):.6e} "
                f"| step {float(state.last_step_norm):.3e} | {rate / 1e6:8.2f} Mpts/s")
         log.info(msg)
-        if self.show:
-            sys.stderr.write("\r" + msg)
+        if self.show:  # one live line on a terminal, a line per pass in a log file
+            sys.stderr.write(("\r" if sys.stderr.isatty() else "") + msg
+                             + ("" if sys.stderr.isatty() else "\n"))
             sys.stderr.flush()
 
     def close(self):
-        if self.show:
+        if self.show and sys.stderr.isatty():
             sys.stderr.write("\n")
 
 

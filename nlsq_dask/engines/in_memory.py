@@ -18,8 +18,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..solver import LMOptions, ModelSpec, block_stats, lm_init, lm_step
+from .partitions import tile_for
 
-MAX_TILE = 4096
 
 
 class History(NamedTuple):
@@ -34,12 +34,7 @@ class EngineOutput(NamedTuple):
     state: object  # LMState with numpy leaves
     history: list  # per accepted iteration: dict(iteration, cost, params, nfev, elapsed)
     elapsed: float
-    extras: dict = {}
-
-
-def choose_tile(n_points: int) -> int:
-    """Tile length: 4096 for large data, else the data rounded up to a multiple of 8."""
-    return int(min(MAX_TILE, max(8, -(-n_points // 8) * 8)))
+    extras: dict | None = None  # engine facts for FitResult.extras
 
 
 def pad_to(a: np.ndarray, length: int, value=0.0) -> np.ndarray:
@@ -96,7 +91,7 @@ def run_in_memory(spec: ModelSpec, *, x0, inputs, loss: str, f_scale: float,
     """
     xs, y, w = materialise(inputs) if data is None else data
     n = y.shape[0]
-    tile = choose_tile(n)
+    tile = tile_for(n)
     length = -(-n // tile) * tile
     xs_p = tuple(pad_to(np.asarray(x, np.float64), length) for x in xs)
     w = None if w is None else pad_to(np.asarray(w, np.float64), length, 1.0)

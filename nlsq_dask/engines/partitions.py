@@ -20,7 +20,8 @@ _LOCK = threading.Lock()
 
 
 def tile_for(max_block: int) -> int:
-    """Tile length for blocks of at most ``max_block`` points (a multiple of 8)."""
+    """Tile length for blocks of at most ``max_block`` points: 4096 (cache-sized, measured
+    fastest on CPU) for large blocks, else the block rounded up to a multiple of 8."""
     return int(min(MAX_TILE, max(8, -(-max_block // 8) * 8)))
 
 
