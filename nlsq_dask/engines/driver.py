@@ -55,9 +55,9 @@ class FitContext:
 
     def run_in_memory(self, x0, data=None, opts=None) -> EngineOutput:
         c = self.selection.config
-        return run_in_memory(self.spec, x0=x0, inputs=self.inputs, loss=c.loss, f_scale=c.f_scale,
-                             reduction=c.reduction, opts=self.opts if opts is None else opts,
-                             max_nfev=self.max_nfev, data=self.data() if data is None else data)
+        return run_in_memory(self.spec, x0=x0, data=self.data() if data is None else data,
+                             loss=c.loss, f_scale=c.f_scale, reduction=c.reduction,
+                             opts=self.opts if opts is None else opts, max_nfev=self.max_nfev)
 
     def runner(self):
         """The pass runner, built once per fit (CHUNKED persists its partitions here)."""

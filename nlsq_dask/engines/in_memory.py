@@ -80,16 +80,15 @@ def _solve_batch(spec, loss, reduction, tile, max_history, x0s, xs, y, w, n_vali
     return jax.vmap(one)(x0s)
 
 
-def run_in_memory(spec: ModelSpec, *, x0, inputs, loss: str, f_scale: float,
-                  reduction: str, opts: LMOptions, max_nfev: int, data=None) -> EngineOutput:
-    """Fit data held in memory; lazy inputs are materialised first (the selector said they fit).
+def run_in_memory(spec: ModelSpec, *, x0, data, loss: str, f_scale: float,
+                  reduction: str, opts: LMOptions, max_nfev: int) -> EngineOutput:
+    """Fit materialised data ``(xs, y, w)`` (see :func:`materialise`) on one device.
 
     ``x0`` of shape ``(S, p)`` runs ``S`` starts as one vmapped batch; the state then
-    has a leading axis of starts and the history is that of each start. ``data`` may
-    pass already materialised ``(xs, y, w)``. Non-finite points left in the data
-    (only possible for lazy inputs) are skipped by the kernel's mask.
+    has a leading axis of starts and the history is that of each start. Non-finite
+    points left in the data (only possible for lazy inputs) are skipped by the kernel.
     """
-    xs, y, w = materialise(inputs) if data is None else data
+    xs, y, w = data
     n = y.shape[0]
     tile = tile_for(n)
     length = -(-n // tile) * tile
