@@ -220,29 +220,30 @@ def _fit_block(y, *args, func, n_params, n_coords, n_core, skipna, errors, setti
     loop = np.broadcast_shapes(y.shape[: y.ndim - n_core], *[np.shape(a) for a in rest],
                                *[np.shape(x)[: np.ndim(x) - n_core] for x in xs])
     B, N = int(np.prod(loop)), int(np.prod(core))
-    Y = np.broadcast_to(y, loop + core).reshape(B, N).T
+    Y = np.broadcast_to(y, loop + core).reshape(B, N)       # a view for a contiguous block
     X = []
     for x in xs:
         x = np.asarray(x, np.float64)
         if all(s == 1 for s in x.shape[: x.ndim - n_core]):
             X.append(x.reshape(N))
         else:
-            X.append(np.broadcast_to(x, loop + core).reshape(B, N).T)
+            X.append(np.broadcast_to(x, loop + core).reshape(B, N))
     P = [np.broadcast_to(np.asarray(a, np.float64), loop).reshape(B) for a in rest]
     p0, lb, ub = (np.stack(P[i * n_params:(i + 1) * n_params]) for i in range(3))
-    W = np.ones((N, B))
-    bad = np.zeros(B, bool)
+    W, bad = None, np.zeros(B, bool)
     if not skipna:
-        bad = ~np.all(np.isfinite(Y), axis=0)
+        bad = ~np.all(np.isfinite(Y), axis=1)
         for x in X:
-            bad |= ~np.all(np.isfinite(x if x.ndim == 2 else x[:, None]), axis=0)
-        W[:, bad] = 0.0
+            bad |= ~np.all(np.isfinite(x if x.ndim == 2 else x[None, :]), axis=1)
+        if bad.any():
+            W = np.ones((B, N))
+            W[bad] = 0.0
     parts = np.array_split(np.arange(B), max(1, min(threads, B // 512)))
 
     def run(idx):
         sl = slice(idx[0], idx[-1] + 1)
-        return batched_fit(func, n_params, tuple(x if x.ndim == 1 else x[:, sl] for x in X),
-                           Y[:, sl], W[:, sl], p0[:, sl], lb[:, sl], ub[:, sl],
+        return batched_fit(func, n_params, tuple(x if x.ndim == 1 else x[sl] for x in X),
+                           Y[sl], None if W is None else W[sl], p0[:, sl], lb[:, sl], ub[:, sl],
                            x_form="vector" if n_coords == 1 else "stacked", **settings)
 
     if len(parts) > 1:

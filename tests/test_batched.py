@@ -26,7 +26,7 @@ def pixels():
     n, B = 40, 300
     t = np.linspace(0.0, 4.0, n)
     a, b, c = rng.uniform(1, 3, B), rng.uniform(0.5, 2, B), rng.uniform(-0.5, 0.5, B)
-    y = a * np.exp(-np.outer(t, b)) + c + 0.02 * rng.standard_normal((n, B))
+    y = a[:, None] * np.exp(-np.outer(b, t)) + c[:, None] + 0.02 * rng.standard_normal((B, n))
     p0 = np.tile(np.array([[1.0], [1.0], [0.0]]), (1, B))
     lb, ub = np.full((3, B), -np.inf), np.full((3, B), np.inf)
     return t, y, p0, lb, ub
@@ -37,11 +37,11 @@ def test_matches_curve_fit_and_fit(pixels):
     out = bt.batched_fit(expo, 3, (t,), y, np.ones_like(y), p0, lb, ub, **TIGHT)
     assert np.all(out.status > 0)
     for i in (0, 17, 150, 299):
-        popt, pcov = curve_fit(np_expo, t, y[:, i], p0=[1, 1, 0], **TIGHT)
+        popt, pcov = curve_fit(np_expo, t, y[i], p0=[1, 1, 0], **TIGHT)
         np.testing.assert_allclose(out.popt[:, i], popt, rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(out.pcov[:, :, i], pcov, rtol=1e-5, atol=1e-12)
     for i in (0, 150):                            # per pixel == nlsq_dask.fit on that pixel
-        res = nlsq_dask.fit(expo, t, y[:, i], p0=[1, 1, 0], **TIGHT)
+        res = nlsq_dask.fit(expo, t, y[i], p0=[1, 1, 0], **TIGHT)
         np.testing.assert_allclose(out.popt[:, i], res.popt, rtol=1e-6, atol=1e-9)
         np.testing.assert_allclose(out.cost[i], res.cost, rtol=1e-8)
 
@@ -57,24 +57,24 @@ def test_tiles_and_rounds_do_not_change_results(pixels):
 
 def test_masked_points_equal_dropped_points(pixels):
     t, y, p0, lb, ub = pixels
-    y = y[:, :4].copy()
-    y[5:9, 1] = np.nan
+    y = y[:4].copy()
+    y[1, 5:9] = np.nan
     w = np.ones_like(y)
-    w[::3, 2] = 0.0
+    w[2, ::3] = 0.0
     out = bt.batched_fit(expo, 3, (t,), y, w, p0[:, :4], lb[:, :4], ub[:, :4], **TIGHT)
     np.testing.assert_array_equal(out.n, [40, 36, 26, 40])
     keep = np.arange(40) % 3 != 0
-    ref, _ = curve_fit(np_expo, t[keep], y[keep, 2], p0=[1, 1, 0], **TIGHT)
+    ref, _ = curve_fit(np_expo, t[keep], y[2, keep], p0=[1, 1, 0], **TIGHT)
     np.testing.assert_allclose(out.popt[:, 2], ref, rtol=1e-6)
-    ok = np.isfinite(y[:, 1])
-    ref, _ = curve_fit(np_expo, t[ok], y[ok, 1], p0=[1, 1, 0], **TIGHT)
+    ok = np.isfinite(y[1])
+    ref, _ = curve_fit(np_expo, t[ok], y[1, ok], p0=[1, 1, 0], **TIGHT)
     np.testing.assert_allclose(out.popt[:, 1], ref, rtol=1e-6)
 
 
 def test_status_codes_and_empty_pixels(pixels):
     t, y, p0, lb, ub = pixels
-    y = y[:, :3].copy()
-    y[:, 0] = np.nan                              # no usable point
+    y = y[:3].copy()
+    y[0] = np.nan                              # no usable point
     out = bt.batched_fit(expo, 3, (t,), y, np.ones_like(y), p0[:, :3], lb[:, :3], ub[:, :3],
                          max_nfev=3)
     assert out.status[0] == -1 and np.all(np.isnan(out.popt[:, 0]))
@@ -83,13 +83,13 @@ def test_status_codes_and_empty_pixels(pixels):
 
 def test_bounds_active_and_interior(pixels):
     t, y, p0, lb, ub = pixels
-    y = y[:, :2]
+    y = y[:2]
     lb = np.array([[-np.inf] * 2, [-np.inf] * 2, [-np.inf, 0.6]])  # c <= ... on pixel 1
     ub = np.array([[np.inf] * 2, [np.inf] * 2, [np.inf, 0.7]])
     p0 = np.array([[1.0, 1.0], [1.0, 1.0], [0.0, 0.65]])
     out = bt.batched_fit(expo, 3, (t,), y, np.ones_like(y), p0, lb, ub, **TIGHT)
     for i in range(2):
-        ref, _ = curve_fit(np_expo, t, y[:, i], p0=p0[:, i], bounds=(lb[:, i], ub[:, i]), **TIGHT)
+        ref, _ = curve_fit(np_expo, t, y[i], p0=p0[:, i], bounds=(lb[:, i], ub[:, i]), **TIGHT)
         np.testing.assert_allclose(out.popt[:, i], ref, rtol=1e-5, atol=1e-7)
     assert out.popt[2, 1] == pytest.approx(0.6)
 
@@ -97,18 +97,18 @@ def test_bounds_active_and_interior(pixels):
 def test_per_pixel_x_and_two_inputs():
     rng = np.random.default_rng(0)
     B, n = 20, 30
-    x0 = rng.uniform(-1, 1, (n, B))
-    x1 = rng.uniform(-1, 1, (n, B))
+    x0 = rng.uniform(-1, 1, (B, n))
+    x1 = rng.uniform(-1, 1, (B, n))
 
     def plane(x, a, b, c):
         return a * x[0] + b * x[1] + c
 
-    y = 2.0 * x0 - 1.0 * x1 + 0.5 + 0.01 * rng.standard_normal((n, B))
+    y = 2.0 * x0 - 1.0 * x1 + 0.5 + 0.01 * rng.standard_normal((B, n))
     out = bt.batched_fit(plane, 3, (x0, x1), y, np.ones_like(y), np.zeros((3, B)),
                          np.full((3, B), -np.inf), np.full((3, B), np.inf), x_form="stacked")
     for i in (0, 7):
-        A = np.stack([x0[:, i], x1[:, i], np.ones(n)], axis=1)
-        ref = np.linalg.lstsq(A, y[:, i], rcond=None)[0]
+        A = np.stack([x0[i], x1[i], np.ones(n)], axis=1)
+        ref = np.linalg.lstsq(A, y[i], rcond=None)[0]
         np.testing.assert_allclose(out.popt[:, i], ref, rtol=1e-8, atol=1e-10)
 
 
@@ -118,18 +118,45 @@ def test_non_broadcasting_model_falls_back_to_vmap(pixels):
     def poly(x, a, b, c):                         # stacks the parameters: not pointwise in B
         return jnp.polyval(jnp.stack([a, b, c]), x)
 
-    yq = 0.5 * t[:, None] ** 2 - t[:, None] + 2.0 + 0.0 * y[:, :5]
+    yq = 0.5 * t ** 2 - t + 2.0 + 0.0 * y[:5]
     out = bt.batched_fit(poly, 3, (t,), yq, np.ones_like(yq), p0[:, :5], lb[:, :5], ub[:, :5])
     np.testing.assert_allclose(out.popt, np.tile([[0.5], [-1.0], [2.0]], (1, 5)), atol=1e-8)
 
 
 def test_robust_loss_matches_scipy(pixels):
     t, y, p0, lb, ub = pixels
-    y = y[:, :2].copy()
-    y[3, :] += 5.0
+    y = y[:2].copy()
+    y[:, 3] += 5.0
     out = bt.batched_fit(expo, 3, (t,), y, np.ones_like(y), p0[:, :2], lb[:, :2], ub[:, :2],
                          loss="soft_l1", f_scale=0.1, **TIGHT)
     for i in range(2):
-        ref = least_squares(lambda q: np_expo(t, *q) - y[:, i], [1.0, 1.0, 0.0], loss="soft_l1",
+        ref = least_squares(lambda q: np_expo(t, *q) - y[i], [1.0, 1.0, 0.0], loss="soft_l1",
                             f_scale=0.1, **TIGHT)
         np.testing.assert_allclose(out.popt[:, i], ref.x, rtol=1e-6)
+
+
+@pytest.mark.parametrize("p", [2, 3, 5, 8])
+def test_covariance_is_curve_fits_pseudo_inverse(p):
+    """Jacobi eigen-decomposition per pixel == curve_fit's SVD pseudo-inverse of J."""
+    rng = np.random.default_rng(p)
+    B, n = 64, 40
+    J = rng.standard_normal((B, n, p)) * np.logspace(-3, 3, p)      # badly scaled columns
+    J[1::2, :, -1] = 0.0                                              # rank-deficient pixels
+    H = np.einsum("bni,bnj->ijb", J, J)
+    cost = rng.uniform(0.5, 2.0, B)
+    pcov = bt._covariance(H, np.full(B, float(n)), cost, False, tile=64)
+    for b in range(B):
+        _, s, vt = np.linalg.svd(J[b], full_matrices=False)          # curve_fit's recipe
+        keep = s > np.finfo(float).eps * max(J[b].shape) * s[0]
+        ref = (vt[keep].T / s[keep] ** 2) @ vt[keep] * 2.0 * cost[b] / (n - p)
+        scale = np.sqrt(np.abs(np.outer(np.diag(ref), np.diag(ref)))) + 1e-300
+        np.testing.assert_allclose(pcov[:, :, b] / scale, ref / scale, atol=1e-9)
+
+
+def test_no_weights_equals_unit_weights(pixels):
+    t, y, p0, lb, ub = pixels
+    a = bt.batched_fit(expo, 3, (t,), y, None, p0, lb, ub, **TIGHT)
+    b = bt.batched_fit(expo, 3, (t,), y, np.ones_like(y), p0, lb, ub, **TIGHT)
+    np.testing.assert_allclose(a.popt, b.popt, rtol=1e-12)
+    np.testing.assert_allclose(a.pcov, b.pcov, rtol=1e-10)
+    np.testing.assert_array_equal(a.n, np.full(y.shape[0], y.shape[1]))

@@ -2,11 +2,13 @@
 
 Every pixel is its own problem ``min ½ Σ_i ρ(r_i²)``, ``r_i = (f(x_i, p) - y_i)·w_i``
 with ``p`` of a few parameters and ``N`` of tens to thousands of points. A tile of
-pixels runs in one ``lax.while_loop``; pixels lie on the LAST axis (``y`` is
-``(N, B)``), so every operation is an elementwise op or a reduction over the point
-axis that XLA vectorises across contiguous pixels. Unfinished pixels are regrouped
-into fresh tiles between rounds (:func:`batched_fit`), so slow pixels do not keep
-whole tiles iterating.
+pixels runs in one ``lax.while_loop``. Data are pixel-major (``y`` is ``(B, N)``, the
+layout of an xarray block whose fit dimensions are last, so a tile is a contiguous
+slice); parameters and per-pixel statistics have the pixels last (``(p, B)``), so the
+solver's algebra is elementwise over contiguous pixels. The point statistics are one
+fused reduction along the point axis. Unfinished pixels are regrouped into fresh
+tiles between rounds (:func:`batched_fit`), so slow pixels do not keep whole tiles
+iterating.
 
 Method (why not :mod:`~nlsq_dask.solver.lm`): the trust-region solver there
 eigen-decomposes ``JᵀJ`` each step; batched LAPACK ``eigh`` of tiny matrices on a CPU
@@ -125,27 +127,27 @@ def _call(func, x_form, xs, q):
 
 
 def _point_model(func, x_form, p, x_shared, n_points, n_pixels):
-    """``model(xs, *q) -> (N, B)`` with ``q`` the ``(B,)`` parameter rows.
+    """``model(xs, *q) -> (B, N)`` with ``q`` the ``(B,)`` parameter rows.
 
-    Fast path: call the model once on the whole block, broadcasting ``x`` (N, 1 or B)
-    against the ``(B,)`` parameters — the layout XLA vectorises best (a ``vmap``
+    Fast path: call the model once on the whole block, broadcasting ``x`` (1 or B, N)
+    against the ``(B, 1)`` parameters — the layout XLA vectorises best (a ``vmap``
     over pixels adds transposes that cost up to 2×). Models are pointwise in ``x``
     already (the statistics kernel evaluates them tile by tile); a model that does
     not broadcast this way (wrong shape or an error) falls back to ``vmap``.
     """
-    shape = (n_points, n_pixels)
+    shape = (n_pixels, n_points)
 
     def direct(xs, *q):
-        xs = tuple(x[:, None] if sh else x for x, sh in zip(xs, x_shared))
+        xs = tuple(x[None, :] if sh else x for x, sh in zip(xs, x_shared))
         if len(set(x.shape for x in xs)) > 1:
             xs = tuple(jnp.broadcast_to(x, shape) for x in xs)
-        return jnp.broadcast_to(_call(func, x_form, xs, q), shape)
+        return jnp.broadcast_to(_call(func, x_form, xs, [v[:, None] for v in q]), shape)
 
     def vmapped(xs, *q):
-        axes = (tuple(None if sh else 1 for sh in x_shared), *([0] * p))
+        axes = (tuple(None if sh else 0 for sh in x_shared), *([0] * p))
         def one(xx, *qq):
             return jnp.broadcast_to(_call(func, x_form, xx, qq), (n_points,))
-        return jax.vmap(one, in_axes=axes, out_axes=1)(xs, *q)
+        return jax.vmap(one, in_axes=axes)(xs, *q)
 
     xs_spec = tuple(jax.ShapeDtypeStruct((n_points,) if sh else shape, jnp.float64)
                     for sh in x_shared)
@@ -158,32 +160,47 @@ def _point_model(func, x_form, p, x_shared, n_points, n_pixels):
     return vmapped
 
 
-def _make_evaluate(model, p, loss):
-    """``stats(P, xs, y, w) -> (cost, g, H, finite)`` on cleaned data (see :func:`_clean`).
+def _sum_points(terms):
+    """Sums over the point axis (1) of equally shaped ``(B, N)`` terms, as ONE reduction.
 
-    Residuals ``(N, B)``, one ``jvp`` per parameter (forward mode along the basis),
+    A variadic ``lax.reduce`` makes XLA emit a single loop that evaluates the model,
+    its tangents and every product once per point; separate ``jnp.sum`` calls become
+    one fusion per sum, each re-reading (or recomputing) the residuals and Jacobian.
+    """
+    zeros = (jnp.zeros((), terms[0].dtype),) * len(terms)
+    return jax.lax.reduce(tuple(terms), zeros,
+                          lambda a, b: tuple(u + v for u, v in zip(a, b)), (1,))
+
+
+def _make_evaluate(model, p, loss):
+    """``stats(P, data) -> (cost, g, H, finite)`` on cleaned data (see :func:`_clean`).
+
+    Residuals ``(B, N)``, one ``jvp`` per parameter (forward mode along the basis),
     then sums over the point axis: ``½Σρ``, ``g = Σ J r`` and ``H = Σ J Jᵀ``.
     """
+    pairs = [(i, j) for i in range(p) for j in range(i, p)]
 
-    def stats(P, xs, y, w):
+    def stats(P, data):
+        xs, y, w, ok = data
         qs = [P[i] for i in range(p)]
 
         def resid(*q):
-            return (model(xs, *q) - y) * w
+            r = model(xs, *q) - y
+            return r if w is None else r * w
 
         J = []
         for i in range(p):
             tangent = [jnp.ones_like(q) if k == i else jnp.zeros_like(q) for k, q in enumerate(qs)]
             r, Ji = jax.jvp(resid, qs, tangent)
-            J.append(jnp.where(w > 0, Ji, 0.0))
-        r = jnp.where(w > 0, r, 0.0)
+            J.append(jnp.where(ok, Ji, 0.0))
+        r = jnp.where(ok, r, 0.0)
         rho0, r, J = scale_for_loss(r, jnp.stack(J), loss[0], loss[1])
-        cost = 0.5 * jnp.sum(jnp.where(w > 0, rho0, 0.0), axis=0)
-        g = jnp.stack([jnp.sum(J[i] * r, axis=0) for i in range(p)])
+        sums = _sum_points([jnp.where(ok, rho0, 0.0)] + [J[i] * r for i in range(p)]
+                           + [J[i] * J[j] for i, j in pairs])
+        cost, g = 0.5 * sums[0], jnp.stack(sums[1:p + 1])
         H = [[None] * p for _ in range(p)]
-        for i in range(p):
-            for j in range(i, p):
-                H[i][j] = H[j][i] = jnp.sum(J[i] * J[j], axis=0)
+        for (i, j), h in zip(pairs, sums[p + 1:]):
+            H[i][j] = H[j][i] = h
         H = jnp.stack([jnp.stack(row) for row in H])
         finite = jnp.isfinite(cost) & jnp.all(jnp.isfinite(g), axis=0) \
             & jnp.all(jnp.isfinite(H), axis=(0, 1))
@@ -192,21 +209,122 @@ def _make_evaluate(model, p, loss):
     return stats
 
 
-def _covariance(H, n, cost, absolute_sigma):
-    """``curve_fit``'s covariance per pixel from ``H`` (p, p, B) (numpy, once at the end)."""
+def _clean(xs, y, w):
+    """``(xs, y, w, ok)`` with ``ok`` the usable points (finite, positive weight) and
+    every unusable value replaced by 0, so no NaN reaches the model or a sum."""
+    ok = jnp.isfinite(y)
+    if w is not None:
+        ok &= jnp.isfinite(w) & (w > 0)
+    for x in xs:
+        ok &= jnp.isfinite(x if x.ndim == 2 else x[None, :])
+    xs = tuple(jnp.where(jnp.isfinite(x), x, 0.0) for x in xs)
+    return xs, jnp.where(ok, y, 0.0), None if w is None else jnp.where(ok, w, 0.0), ok
+
+
+def _jacobi_eigh(H, sweeps: int):
+    """Eigenvalues ``(p, B)`` and eigenvectors ``(p, p, B)`` of symmetric ``H`` (p, p, B).
+
+    Cyclic Jacobi rotations, unrolled over the static ``p`` and elementwise over the
+    pixels (a batched LAPACK ``eigh`` of tiny matrices costs ~1.5 µs a pixel on a CPU,
+    more than the whole fit). Jacobi converges quadratically: for the few parameters of
+    a per-pixel model, four to six sweeps reach rounding level (see
+    :func:`_compiled_covariance` for the count used).
+    """
     p = H.shape[0]
-    w, V = np.linalg.eigh(np.moveaxis(H, -1, 0))          # (B, p), (B, p, p); ascending
-    s = np.sqrt(np.maximum(w, 0.0))
-    keep = s > (_EPS * np.maximum(n, p) * s[:, -1])[:, None]
-    inv = np.where(keep, 1.0 / np.where(keep, s * s, 1.0), 0.0)
-    pcov = np.einsum("bik,bk,bjk->bij", V, inv, V)
-    bad = np.isnan(pcov).any(axis=(1, 2))
-    if not absolute_sigma:
-        dof = n - p
-        pcov = pcov * (2.0 * cost / np.where(dof > 0, dof, 1.0))[:, None, None]
-        bad |= dof <= 0
-    pcov[bad] = np.inf
-    return np.moveaxis(pcov, 0, -1)
+
+    def sweep(_, carry):
+        A, V = carry
+        A = [[A[i, j] for j in range(p)] for i in range(p)]
+        V = [[V[i, j] for j in range(p)] for i in range(p)]
+        for i in range(p - 1):
+            for j in range(i + 1, p):
+                apq = A[i][j]
+                zero = apq == 0.0
+                theta = (A[j][j] - A[i][i]) / (2.0 * jnp.where(zero, 1.0, apq))
+                t = jnp.where(zero, 0.0, jnp.where(theta >= 0, 1.0, -1.0)
+                              / (jnp.abs(theta) + jnp.hypot(theta, 1.0)))
+                c = 1.0 / jnp.sqrt(t * t + 1.0)
+                sn = t * c
+                A[i][i], A[j][j] = A[i][i] - t * apq, A[j][j] + t * apq
+                A[i][j] = A[j][i] = jnp.zeros_like(apq)
+                for k in range(p):
+                    if k not in (i, j):
+                        g, h = A[k][i], A[k][j]
+                        A[k][i] = A[i][k] = c * g - sn * h
+                        A[k][j] = A[j][k] = sn * g + c * h
+                    g, h = V[k][i], V[k][j]
+                    V[k][i], V[k][j] = c * g - sn * h, sn * g + c * h
+        return jnp.stack([jnp.stack(r) for r in A]), jnp.stack([jnp.stack(r) for r in V])
+
+    eye = jnp.broadcast_to(jnp.eye(p, dtype=H.dtype)[:, :, None], H.shape)
+    A, V = jax.lax.fori_loop(0, sweeps, sweep, (H, eye))
+    return jnp.diagonal(A, axis1=0, axis2=1).T, V
+
+
+def _tile_index(part, tile):
+    """Index of one tile: a slice for a full run of consecutive pixels (no copy),
+    else ``part`` padded to ``tile`` with its first pixel."""
+    if part.size == tile and part[-1] - part[0] == tile - 1:
+        return slice(int(part[0]), int(part[0]) + tile)
+    return np.concatenate([part, np.full(tile - part.size, part[0])])
+
+
+@lru_cache(maxsize=16)
+def _compiled_covariance(p: int, tile: int, absolute_sigma: bool):
+    """The jitted :func:`_covariance` kernel for ``tile`` pixels of ``p`` parameters."""
+
+    def covariance(H, n, cost):
+        # Jacobi (unit-diagonal) scaling first, as the global fits' covariance does
+        d = jnp.sqrt(jnp.maximum(jnp.diagonal(H, axis1=0, axis2=1).T, 0.0))   # (p, B)
+        d = jnp.where(d > 0, d, 1.0)
+        lam, V = _jacobi_eigh(H / (d[:, None] * d[None, :]),
+                              sweeps=3 + (p + 1) // 2)      # one sweep more than needed
+        s = jnp.sqrt(jnp.maximum(lam, 0.0))
+        keep = s > _EPS * jnp.maximum(n, p) * jnp.max(s, axis=0)
+        inv = jnp.where(keep, 1.0 / jnp.where(keep, s * s, 1.0), 0.0)
+        pcov = jnp.einsum("ikb,kb,jkb->ijb", V, inv, V) / (d[:, None] * d[None, :])
+        bad = jnp.any(jnp.isnan(pcov), axis=(0, 1)) | ~jnp.all(jnp.isfinite(H), axis=(0, 1))
+        if not absolute_sigma:
+            dof = n - p
+            pcov = pcov * 2.0 * cost / jnp.where(dof > 0, dof, 1.0)
+            bad |= dof <= 0
+        return jnp.where(bad, jnp.inf, pcov)
+
+    return jax.jit(covariance)
+
+
+def _covariance(H, n, cost, absolute_sigma, tile):
+    """``curve_fit``'s covariance per pixel from ``H`` (p, p, B).
+
+    Moore–Penrose inverse of ``JᵀJ`` (singular values of ``J`` below
+    ``eps·max(n, p)·s_max`` discarded), scaled by the reduced χ² unless
+    ``absolute_sigma``; ``inf`` where undetermined. As for global fits
+    (:func:`nlsq_dask.solver.covariance.covariance`), ``J`` is scaled to unit column
+    norms first and the cut-off applies to the scaled singular values. Runs tile by
+    tile (one compile).
+    """
+    p, B = H.shape[0], H.shape[-1]
+    kernel = _compiled_covariance(p, tile, bool(absolute_sigma))
+    out = np.empty_like(H)
+    for k in range(0, B, tile):
+        idx = _tile_index(np.arange(k, min(k + tile, B)), tile)
+        out[..., k:k + tile] = np.asarray(kernel(H[..., idx], n[idx], cost[idx]))[..., :min(tile, B - k)]
+    return out
+
+
+def _compiler_options() -> dict:
+    """XLA options for the per-pixel solver: on CPU, allow reassociating sums.
+
+    Without it LLVM cannot vectorise the reductions over the point axis (a sum is a
+    serial chain), and the statistics cost ~3x more. Only reassociation is
+    enabled: NaN/inf semantics, division and library functions (``exp``...) are kept
+    exact, so results differ from the serial sums by rounding only.
+    """
+    if jax.default_backend() != "cpu":
+        return {}
+    return {"xla_cpu_enable_fast_math": True, "xla_cpu_fast_math_honor_nans": True,
+            "xla_cpu_fast_math_honor_infs": True, "xla_cpu_fast_math_honor_division": True,
+            "xla_cpu_fast_math_honor_functions": True}
 
 
 class _Options(NamedTuple):
@@ -218,11 +336,11 @@ class _Options(NamedTuple):
 
 @lru_cache(maxsize=64)
 def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
-              absolute_sigma: bool, n_points: int, tile: int):
-    """The jitted ``advance`` for one tile shape ``(n_points, tile)``."""
+              n_points: int, tile: int):
+    """The jitted ``advance`` for one tile shape ``(tile, n_points)``."""
     stats = _make_evaluate(_point_model(func, x_form, p, x_shared, n_points, tile), p, loss)
 
-    def body(s: _State, xs, y, w, lb, ub, opts: _Options) -> _State:
+    def body(s: _State, data, lb, ub, opts: _Options) -> _State:
         # parameters held at a bound by their gradient stay fixed (projected Newton)
         held = ((s.x <= lb) & (s.g > 0)) | ((s.x >= ub) & (s.g < 0))
         free = [~held[i] for i in range(p)]
@@ -232,7 +350,7 @@ def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
         xt = jnp.clip(s.x + jnp.stack(_chol_solve(A, rhs)), lb, ub)
         step = xt - s.x
         pred = -(jnp.sum(s.g * step, axis=0) + 0.5 * _quad(s.H, step))
-        ct, gt, Ht, fin = stats(xt, xs, y, w)
+        ct, gt, Ht, fin = stats(xt, data)
         actual = jnp.where(fin, s.cost - ct, -jnp.inf)
         ratio = jnp.where(pred > 0, actual / jnp.where(pred > 0, pred, 1.0), 0.0)
         accept = fin & (actual > 0)
@@ -257,9 +375,9 @@ def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
                      lam, nfev, status, done)
         return _State(*[jnp.where(s.done, a, b) for a, b in zip(s, new)])
 
-    def init(s: _State, xs, y, w, lb, ub, opts: _Options) -> _State:
+    def init(s: _State, data, lb, ub, opts: _Options) -> _State:
         n, x0 = s.n, jnp.clip(s.x, lb, ub)
-        cost, g, H, finite = stats(x0, xs, y, w)
+        cost, g, H, finite = stats(x0, data)
         finite = finite & (n > 0)
         D = jnp.diagonal(H, axis1=0, axis2=1).T        # (p, B)
         D = jnp.where(D > 0, D, 1.0)
@@ -271,21 +389,24 @@ def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
     def advance(s: _State, xs, y, w, lb, ub, opts: _Options, stop_count, fresh) -> _State:
         """(Start from ``s.x`` if ``fresh``, then) iterate until at most ``stop_count``
         pixels of the tile are still running. One compiled function for both."""
-        s = jax.lax.cond(fresh, lambda s: init(s, xs, y, w, lb, ub, opts), lambda s: s, s)
+        # cleaned once per call: the barrier keeps XLA from re-cleaning inside the loop
+        data = jax.lax.optimization_barrier(_clean(xs, y, w))
+        s = s._replace(n=jnp.sum(data[3], axis=1).astype(s.n.dtype))
+        s = jax.lax.cond(fresh, lambda s: init(s, data, lb, ub, opts), lambda s: s, s)
         return jax.lax.while_loop(lambda s: jnp.sum(~s.done) > stop_count,
-                                  lambda s: body(s, xs, y, w, lb, ub, opts), s)
+                                  lambda s: body(s, data, lb, ub, opts), s)
 
-    return jax.jit(advance)
+    return jax.jit(advance, compiler_options=_compiler_options())
 
 
 def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="vector",
                 ftol=1e-8, xtol=1e-8, gtol=1e-8, max_nfev=None, loss="linear", f_scale=1.0,
                 absolute_sigma=False, tile=TILE) -> BatchedResult:
-    """Fit every column of ``y`` independently.
+    """Fit every row of ``y`` independently.
 
     Pixels run in tiles of ``tile`` (one compiled shape). Lockstep iteration would let
     the slowest pixel of a tile set the pace, so the tiles advance in rounds: a round
-    stops once three quarters of a tile are done, and the unfinished pixels of all
+    stops once half of a tile is done, and the unfinished pixels of all
     tiles are gathered into fresh tiles for the next round (the last tile runs to the
     end). Pixels are independent, so the rounds do not change any result.
 
@@ -296,11 +417,11 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
         :func:`nlsq_dask.fit`); compiled solvers are cached on it.
     n_params : int
     xs : tuple of arrays
-        Each ``(N,)`` (shared by all pixels) or ``(N, B)`` (per pixel).
-    y : (N, B) array
+        Each ``(N,)`` (shared by all pixels) or ``(B, N)`` (per pixel).
+    y : (B, N) array
         Observations; NaN allowed (such points are skipped).
-    w : (N, B) array
-        Weights ``1/σ``; 0 drops a point (padding, masked).
+    w : (B, N) array or None
+        Weights ``1/σ``; 0 drops a point (padding, masked). ``None``: all 1.
     p0, lb, ub : (p, B) arrays
         Start and bounds per pixel (``±inf`` for none).
     x_form : {'vector', 'stacked', 'tuple'}
@@ -312,43 +433,38 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
     """
     f64 = np.float64
     xs = tuple(np.asarray(x, f64) for x in xs)
-    y, w, p0, lb, ub = (np.asarray(a, f64) for a in (y, w, p0, lb, ub))
-    N, B = y.shape
+    y, p0, lb, ub = (np.asarray(a, f64) for a in (y, p0, lb, ub))
+    w = None if w is None else np.asarray(w, f64)
+    B, N = y.shape
     tile = int(min(tile, max(64, 1 << (B - 1).bit_length())))   # few shapes -> few compiles
-    ok = (w > 0) & np.isfinite(y) & np.isfinite(w)
-    for x in xs:
-        ok &= np.isfinite(x if x.ndim == 2 else x[:, None])
-    y, w = np.where(ok, y, 0.0), np.where(ok, w, 0.0)
-    xs = tuple(np.where(np.isfinite(x), x, 0.0) for x in xs)
-    n = ok.sum(axis=0).astype(f64)
     advance = _compiled(func, x_form, int(n_params), tuple(x.ndim == 1 for x in xs),
-                        (str(loss), float(f_scale)), bool(absolute_sigma), N, tile)
+                        (str(loss), float(f_scale)), N, tile)
     opts = _Options(f64(ftol), f64(xtol), f64(gtol),
                     np.int64(100 * n_params if max_nfev is None else max_nfev))
     p = int(n_params)
-    state = _State(x=p0.copy(), cost=np.zeros(B), g=np.zeros((p, B)), H=np.zeros((p, p, B)), n=n,
-                   D=np.ones((p, B)), lam=np.full(B, LAMBDA0), nfev=np.ones(B, np.int64),
-                   status=np.zeros(B, np.int64), done=np.zeros(B, bool))
-
-    def tiles(active):
-        """Index arrays of ``tile`` pixels (the last one padded with its first pixel)."""
-        for k in range(0, active.size, tile):
-            idx = active[k:k + tile]
-            yield np.concatenate([idx, np.full(tile - idx.size, idx[0])]), idx.size
+    state = _State(x=p0.copy(), cost=np.zeros(B), g=np.zeros((p, B)), H=np.zeros((p, p, B)),
+                   n=np.zeros(B), D=np.ones((p, B)), lam=np.full(B, LAMBDA0),
+                   nfev=np.ones(B, np.int64), status=np.zeros(B, np.int64),
+                   done=np.zeros(B, bool))
 
     active, fresh = np.arange(B), True
     while active.size:
-        stop = 0 if active.size <= tile else tile // 4
-        for idx, m in tiles(active):
+        stop = 0 if active.size <= tile else tile // 2
+        runs = []
+        for k in range(0, active.size, tile):     # dispatched asynchronously, then collected
+            part = active[k:k + tile]
+            idx = _tile_index(part, tile)
             st = _State(*[a[..., idx] for a in state])
-            st = st._replace(done=st.done | (np.arange(tile) >= m))
-            st = jax.device_get(advance(st, tuple(x if x.ndim == 1 else x[:, idx] for x in xs),
-                                        y[:, idx], w[:, idx], lb[:, idx], ub[:, idx], opts, stop,
-                                        fresh))
-            for full, part in zip(state, st):
-                full[..., idx[:m]] = part[..., :m]
+            st = st._replace(done=st.done | (np.arange(tile) >= part.size))
+            runs.append((part, advance(st, tuple(x if x.ndim == 1 else x[idx] for x in xs),
+                                       y[idx], None if w is None else w[idx], lb[:, idx],
+                                       ub[:, idx], opts, stop,
+                                       fresh)))
+        for part, out in runs:
+            for full, got in zip(state, jax.device_get(out)):
+                full[..., part] = got[..., :part.size]
         active, fresh = np.flatnonzero(~state.done), False
     failed = state.status < 0
-    pcov = _covariance(state.H, state.n, state.cost, absolute_sigma)
+    pcov = _covariance(state.H, state.n, state.cost, absolute_sigma, tile)
     return BatchedResult(np.where(failed, np.nan, state.x), np.where(failed, np.nan, pcov),
                          np.where(failed, np.nan, state.cost), state.status, state.nfev, state.n)
