@@ -84,6 +84,35 @@ class _State(NamedTuple):
     done: jnp.ndarray
 
 
+def _field_shapes(p: int) -> dict:
+    """Per-pixel shape of every :class:`_State` field and the bounds, in packing order."""
+    return {"x": (p,), "cost": (), "g": (p,), "H": (p, p), "n": (), "D": (p,), "lam": (),
+            "nfev": (), "status": (), "done": (), "lb": (p,), "ub": (p,)}
+
+
+def _unpack(packed, p):
+    """``(_State, lb, ub)`` from the packed ``(rows, B)`` float64 array (numpy or jax).
+
+    The state of a tile travels as ONE array: moving it to and from the solver costs
+    one transfer instead of twelve (~25 µs each), which decides the speed of small
+    tiles and of the last rounds."""
+    out, k = {}, 0
+    for name, shape in _field_shapes(p).items():
+        rows = int(np.prod(shape))
+        block = packed[k:k + rows].reshape(shape + packed.shape[1:])
+        k += rows
+        out[name] = (block > 0.5 if name == "done" else
+                     block.astype(np.int64) if name in ("nfev", "status") else block)
+    lb, ub = out.pop("lb"), out.pop("ub")
+    return _State(**out), lb, ub
+
+
+def _pack(state: _State, lb, ub, xp=jnp):
+    """Inverse of :func:`_unpack` (``xp``: the array module)."""
+    fields = list(state) + [lb, ub]
+    return xp.concatenate([xp.reshape(a, (-1, a.shape[-1])).astype(xp.float64) for a in fields])
+
+
 def _chol_solve(A, b):
     """Solve ``A x = b`` for SPD ``A`` given as nested lists of ``(B,)`` arrays.
 
@@ -270,8 +299,8 @@ def _tile_index(part, tile):
 
 
 @lru_cache(maxsize=16)
-def _compiled_covariance(p: int, tile: int, absolute_sigma: bool):
-    """The jitted :func:`_covariance` kernel for ``tile`` pixels of ``p`` parameters."""
+def _compiled_covariance(p: int, size: int, absolute_sigma: bool):
+    """The jitted :func:`_covariance` kernel for ``size`` pixels of ``p`` parameters."""
 
     def covariance(H, n, cost):
         # Jacobi (unit-diagonal) scaling first, as the global fits' covariance does
@@ -293,22 +322,23 @@ def _compiled_covariance(p: int, tile: int, absolute_sigma: bool):
     return jax.jit(covariance)
 
 
-def _covariance(H, n, cost, absolute_sigma, tile):
+def _covariance(H, n, cost, absolute_sigma, chunk):
     """``curve_fit``'s covariance per pixel from ``H`` (p, p, B).
 
     Moore–Penrose inverse of ``JᵀJ`` (singular values of ``J`` below
     ``eps·max(n, p)·s_max`` discarded), scaled by the reduced χ² unless
     ``absolute_sigma``; ``inf`` where undetermined. As for global fits
     (:func:`nlsq_dask.solver.covariance.covariance`), ``J`` is scaled to unit column
-    norms first and the cut-off applies to the scaled singular values. Runs tile by
-    tile (one compile).
+    norms first and the cut-off applies to the scaled singular values. Runs ``chunk``
+    pixels a call.
     """
     p, B = H.shape[0], H.shape[-1]
-    kernel = _compiled_covariance(p, tile, bool(absolute_sigma))
+    kernel = _compiled_covariance(p, chunk, bool(absolute_sigma))
     out = np.empty_like(H)
-    for k in range(0, B, tile):
-        idx = _tile_index(np.arange(k, min(k + tile, B)), tile)
-        out[..., k:k + tile] = np.asarray(kernel(H[..., idx], n[idx], cost[idx]))[..., :min(tile, B - k)]
+    for k in range(0, B, chunk):
+        m = min(chunk, B - k)
+        idx = _tile_index(np.arange(k, k + m), chunk)
+        out[..., k:k + m] = np.asarray(kernel(H[..., idx], n[idx], cost[idx]))[..., :m]
     return out
 
 
@@ -400,15 +430,18 @@ def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
         return _State(x0, cost, g, H, n, D, jnp.full(tile, LAMBDA0), jnp.ones(tile, jnp.int64),
                       status, s.done | ~finite | gtol_hit | (opts.max_nfev <= 1))
 
-    def advance(s: _State, xs, y, w, lb, ub, opts: _Options, stop_count, fresh) -> _State:
-        """(Start from ``s.x`` if ``fresh``, then) iterate until at most ``stop_count``
-        pixels of the tile are still running. One compiled function for both."""
+    def advance(packed, xs, y, w, opts: _Options, stop_count, fresh):
+        """(Start from the packed state's ``x`` if ``fresh``, then) iterate until at
+        most ``stop_count`` pixels of the tile are still running; returns the packed
+        state. One compiled function for both."""
+        s, lb, ub = _unpack(packed, p)
         # cleaned once per call: the barrier keeps XLA from re-cleaning inside the loop
         data = jax.lax.optimization_barrier(_clean(xs, y, w))
         s = s._replace(n=jnp.sum(data[3], axis=1).astype(s.n.dtype))
         s = jax.lax.cond(fresh, lambda s: init(s, data, lb, ub, opts), lambda s: s, s)
-        return jax.lax.while_loop(lambda s: jnp.sum(~s.done) > stop_count,
-                                  lambda s: body(s, data, lb, ub, opts), s)
+        s = jax.lax.while_loop(lambda s: jnp.sum(~s.done) > stop_count,
+                               lambda s: body(s, data, lb, ub, opts), s)
+        return _pack(s, lb, ub)
 
     return jax.jit(advance, compiler_options=_compiler_options())
 
@@ -450,16 +483,19 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
     y, p0, lb, ub = (np.asarray(a, f64) for a in (y, p0, lb, ub))
     w = None if w is None else np.asarray(w, f64)
     B, N = y.shape
-    tile = int(min(tile, max(64, 1 << (B - 1).bit_length())))   # few shapes -> few compiles
+    pow2 = lambda k: 1 << (max(int(k), 1) - 1).bit_length()        # noqa: E731
+    tile = int(min(tile, max(64, pow2(B))))                         # few shapes: few compiles
     advance = _compiled(func, x_form, int(n_params), tuple(x.ndim == 1 for x in xs),
                         (str(loss), float(f_scale)), N, tile)
     opts = _Options(f64(ftol), f64(xtol), f64(gtol),
                     np.int64(100 * n_params if max_nfev is None else max_nfev))
     p = int(n_params)
-    state = _State(x=p0.copy(), cost=np.zeros(B), g=np.zeros((p, B)), H=np.zeros((p, p, B)),
-                   n=np.zeros(B), D=np.ones((p, B)), lam=np.full(B, LAMBDA0),
-                   nfev=np.ones(B, np.int64), status=np.zeros(B, np.int64),
-                   done=np.zeros(B, bool))
+    packed = _pack(_State(x=p0, cost=np.zeros(B), g=np.zeros((p, B)), H=np.zeros((p, p, B)),
+                          n=np.zeros(B), D=np.ones((p, B)), lam=np.full(B, LAMBDA0),
+                          nfev=np.ones(B), status=np.zeros(B), done=np.zeros(B)),
+                   lb, ub, xp=np)
+    shapes = list(_field_shapes(p).values())
+    done_row = sum(int(np.prod(sh)) for sh in shapes[:list(_field_shapes(p)).index("done")])
 
     active, fresh = np.arange(B), True
     while active.size:
@@ -468,17 +504,18 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
         for k in range(0, active.size, tile):     # dispatched asynchronously, then collected
             part = active[k:k + tile]
             idx = _tile_index(part, tile)
-            st = _State(*[a[..., idx] for a in state])
-            st = st._replace(done=st.done | (np.arange(tile) >= part.size))
+            st = packed[:, idx]
+            if part.size < tile:
+                st[done_row, part.size:] = 1.0         # padding: already done
             runs.append((part, advance(st, tuple(x if x.ndim == 1 else x[idx] for x in xs),
-                                       y[idx], None if w is None else w[idx], lb[:, idx],
-                                       ub[:, idx], opts, stop,
+                                       y[idx], None if w is None else w[idx], opts, stop,
                                        fresh)))
         for part, out in runs:
-            for full, got in zip(state, jax.device_get(out)):
-                full[..., part] = got[..., :part.size]
-        active, fresh = np.flatnonzero(~state.done), False
+            packed[:, part] = np.asarray(out)[:, :part.size]
+        active, fresh = np.flatnonzero(packed[done_row] < 0.5), False
+    state, _, _ = _unpack(packed, p)
     failed = state.status < 0
-    pcov = _covariance(state.H, state.n, state.cost, absolute_sigma, tile)
+    pcov = _covariance(state.H, state.n, state.cost, absolute_sigma,
+                       min(pow2(B), 16 * tile))        # few calls, few shapes
     return BatchedResult(np.where(failed, np.nan, state.x), np.where(failed, np.nan, pcov),
                          np.where(failed, np.nan, state.cost), state.status, state.nfev, state.n)
