@@ -43,6 +43,7 @@ The covariance is ``curve_fit``'s: Moore–Penrose inverse of ``JᵀJ`` at the s
 
 from __future__ import annotations
 
+import inspect
 from functools import lru_cache
 from typing import Callable, NamedTuple
 
@@ -362,6 +363,15 @@ def _compiler_options() -> dict:
     return opts
 
 
+def _jit(fn):
+    """``jax.jit`` with :func:`_compiler_options` (older JAX without per-function
+    compiler options gets a plain ``jax.jit``: same results, slower on a CPU)."""
+    opts = _compiler_options()
+    if opts and "compiler_options" in inspect.signature(jax.jit).parameters:
+        return jax.jit(fn, compiler_options=opts)
+    return jax.jit(fn)
+
+
 def _cpu_has_avx512() -> bool:
     """Whether this (Linux) CPU advertises AVX-512F; False where it cannot be told."""
     try:
@@ -443,7 +453,7 @@ def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
                                lambda s: body(s, data, lb, ub, opts), s)
         return _pack(s, lb, ub)
 
-    return jax.jit(advance, compiler_options=_compiler_options())
+    return _jit(advance)
 
 
 def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="vector",
