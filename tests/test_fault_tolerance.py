@@ -559,3 +559,26 @@ def test_resume_continues_a_fit_stopped_by_max_nfev(tmp_path):
     assert again.extras["checkpoint"]["resumed"] is True
     assert (again.status, again.nfev) == (plain.status, plain.nfev)
     np.testing.assert_array_equal(again.popt, plain.popt)
+
+
+def test_resume_with_tighter_tolerances_goes_on(tmp_path):
+    """A fit converged with loose tolerances; rerun with tighter ones it continues from the
+    stored state (no silent stale answer) to what an uninterrupted tight fit gives."""
+    from scipy.optimize import curve_fit
+
+    loose = dict(ftol=1e-3, xtol=1e-3, gtol=1e-3)
+    tight = dict(ftol=1e-12, xtol=1e-12, gtol=1e-12)
+    first = _small_fit(tmp_path, **loose)
+    same = _small_fit(tmp_path, **loose)             # same tolerances: the stored answer
+    assert same.extras["partitions_computed"] == 0
+    np.testing.assert_array_equal(same.popt, first.popt)
+    again = _small_fit(tmp_path, **tight)
+    plain = nlsq_dask.fit(expdecay, *[da.from_array(a, chunks=SMALL_CHUNK) for a in _small_xy()],
+                          p0=SMALL_P0, tier="streaming", **tight)
+    assert again.extras["checkpoint"]["resumed"] is True and again.extras["partitions_computed"] > 0
+    assert again.nfev > first.nfev and (again.status, again.nfev) == (plain.status, plain.nfev)
+    np.testing.assert_array_equal(again.popt, plain.popt)
+    ref, _ = curve_fit(lambda x, a, k, c: a * np.exp(-k * x) + c, *_small_xy(), p0=SMALL_P0,
+                       **tight)
+    np.testing.assert_allclose(again.popt, ref, rtol=1e-8)
+    assert np.max(np.abs(first.popt - ref) / np.abs(ref)) > 1e-8   # the loose answer was not it

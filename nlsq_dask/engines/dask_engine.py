@@ -262,6 +262,7 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
             inputs, selection.partition_points, c.chunk_size)
         ckpt = FitCheckpoint.open(spec, inputs, arrays, lb, ub, c, x0, name=checkpoint_name,
                                   resume=resume, fresh=checkpoint_fresh)
+        ckpt.tolerances = [float(opts.ftol), float(opts.xtol), float(opts.gtol)]
     runner = runner if runner is not None else make_runner(spec, inputs, selection, client)
     init = jax.jit(lm_init, static_argnames="reduction")
     step = jax.jit(lm_step, static_argnames="reduction")
@@ -281,9 +282,11 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
     loaded = ckpt.load(LMState) if ckpt is not None else None
     if loaded is not None:
         state, history = loaded
-        if bool(state.done) and int(state.status) == 0 and int(state.nfev) < int(opts.max_nfev):
-            # stopped by an earlier pass budget: the next trial is already proposed, go on
-            state = state._replace(done=np.bool_(False))
+        if bool(state.done) and int(state.nfev) < int(opts.max_nfev) and (
+                int(state.status) == 0 or _tighter(ckpt.tolerances, ckpt.stored_tolerances)):
+            # stopped by an earlier pass budget, or converged by looser tolerances than
+            # this run's: the next trial is already proposed, go on
+            state = state._replace(done=np.bool_(False), status=np.int64(0))
         resumed_at = int(state.nfev)
         log.info("resuming %s at pass %d", ckpt.path, resumed_at)
     else:
@@ -308,6 +311,11 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
         extras["checkpoint"] = {"path": ckpt.path, "resumed": resumed_at is not None,
                                 "resumed_at_pass": resumed_at}
     return EngineOutput(state, history, time.perf_counter() - t0, extras)
+
+
+def _tighter(new, old) -> bool:
+    """Whether any of the tolerances ``new`` is tighter than the stored ``old``."""
+    return old is not None and any(a < b for a, b in zip(new, old))
 
 
 def _entry(state, t0: float) -> dict:

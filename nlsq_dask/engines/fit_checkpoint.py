@@ -43,6 +43,10 @@ class FitCheckpoint:
 
     def __init__(self, store: CheckpointStore, frequency: int):
         self.store, self.frequency = store, int(frequency)
+        #: ``[ftol, xtol, gtol]`` of this run, stored with every state
+        self.tolerances: list[float] | None = None
+        #: the tolerances the loaded state was computed with (None: not recorded)
+        self.stored_tolerances: list[float] | None = None
 
     @classmethod
     def open(cls, spec, inputs, arrays, lb, ub, config, p0, *, name=None, resume=True,
@@ -65,6 +69,7 @@ class FitCheckpoint:
         if loaded is None:
             return None
         _, arrays, scalars = loaded
+        self.stored_tolerances = scalars.get("tolerances")
         flat, fields, offset = arrays["state"], {}, 0
         for name, shape, dtype in scalars["layout"]:
             size = int(np.prod(shape))
@@ -82,7 +87,8 @@ class FitCheckpoint:
         layout = [[f, list(a.shape), a.dtype.str] for f, a in zip(state._fields, leaves)]
         flat = np.concatenate([a.astype(np.float64).ravel() for a in leaves])
         self.store.save_state(int(state.nfev), {"state": flat},
-                              {"history": history, "cost": float(state.cost), "layout": layout})
+                              {"history": history, "cost": float(state.cost), "layout": layout,
+                               "tolerances": self.tolerances})
         self.store.clear_passes()
 
     @staticmethod
