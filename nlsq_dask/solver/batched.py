@@ -52,6 +52,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .losses import scale_for_loss
+from .model import model_input
+from .trust_region import cl_scaling
 
 _EPS = float(jnp.finfo(jnp.float64).eps)
 _TINY = 1e-300
@@ -143,19 +145,6 @@ def _quad(H, v):
     return jnp.sum(v[:, None, :] * H * v[None, :, :], axis=(0, 1))
 
 
-def _cl_v(x, g, lb, ub):
-    """Coleman–Li scaling ``v`` (scipy's ``CL_scaling_vector``), per pixel."""
-    up = (g < 0) & jnp.isfinite(ub)
-    lo = (g > 0) & jnp.isfinite(lb)
-    return jnp.where(lo, x - lb, jnp.where(up, ub - x, 1.0))
-
-
-def _call(func, x_form, xs, q):
-    """``func(x, *q)`` with ``x`` in the user's form (as :class:`ModelSpec` does)."""
-    x = xs[0] if x_form == "vector" else jnp.stack(xs) if x_form == "stacked" else tuple(xs)
-    return func(x, *q)
-
-
 def _point_model(func, x_form, p, x_shared, n_points, n_pixels):
     """``model(xs, *q) -> (B, N)`` with ``q`` the ``(B,)`` parameter rows.
 
@@ -171,12 +160,12 @@ def _point_model(func, x_form, p, x_shared, n_points, n_pixels):
         xs = tuple(x[None, :] if sh else x for x, sh in zip(xs, x_shared))
         if len(set(x.shape for x in xs)) > 1:
             xs = tuple(jnp.broadcast_to(x, shape) for x in xs)
-        return jnp.broadcast_to(_call(func, x_form, xs, [v[:, None] for v in q]), shape)
+        return jnp.broadcast_to(func(model_input(xs, x_form), *[v[:, None] for v in q]), shape)
 
     def vmapped(xs, *q):
         axes = (tuple(None if sh else 0 for sh in x_shared), *([0] * p))
         def one(xx, *qq):
-            return jnp.broadcast_to(_call(func, x_form, xx, qq), (n_points,))
+            return jnp.broadcast_to(func(model_input(xx, x_form), *qq), (n_points,))
         return jax.vmap(one, in_axes=axes)(xs, *q)
 
     xs_spec = tuple(jax.ShapeDtypeStruct((n_points,) if sh else shape, jnp.float64)
@@ -422,7 +411,7 @@ def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
         g = jnp.where(accept, gt, s.g)
         D = jnp.where(accept, jnp.maximum(s.D, jnp.diagonal(Ht, axis1=0, axis2=1).T), s.D)
         nfev = s.nfev + 1
-        gtol_hit = jnp.max(jnp.abs(g * _cl_v(x, g, lb, ub)), axis=0) < opts.gtol
+        gtol_hit = jnp.max(jnp.abs(g * cl_scaling(x, g, lb, ub)[0]), axis=0) < opts.gtol
         status = jnp.where(term != 0, term, jnp.where(gtol_hit, 1, 0)).astype(jnp.int64)
         done = (term != 0) | gtol_hit | (nfev >= opts.max_nfev)
         new = _State(x, jnp.where(accept, ct, s.cost), g, jnp.where(accept, Ht, s.H), s.n, D,
@@ -435,7 +424,7 @@ def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
         finite = finite & (n > 0)
         D = jnp.diagonal(H, axis1=0, axis2=1).T        # (p, B)
         D = jnp.where(D > 0, D, 1.0)
-        gtol_hit = finite & (jnp.max(jnp.abs(g * _cl_v(x0, g, lb, ub)), axis=0) < opts.gtol)
+        gtol_hit = finite & (jnp.max(jnp.abs(g * cl_scaling(x0, g, lb, ub)[0]), axis=0) < opts.gtol)
         status = jnp.where(finite, jnp.where(gtol_hit, 1, 0), -1).astype(jnp.int64)
         return _State(x0, cost, g, H, n, D, jnp.full(tile, LAMBDA0), jnp.ones(tile, jnp.int64),
                       status, s.done | ~finite | gtol_hit | (opts.max_nfev <= 1))

@@ -45,14 +45,17 @@ class ModelSpec:
 
     def evaluate(self, xs: Sequence, params) -> jnp.ndarray:
         """Model values at the inputs ``xs`` (a tuple of 1-D arrays)."""
-        if self.x_form == "vector":
-            x = xs[0]
-        elif self.x_form == "stacked":
-            x = jnp.stack(xs)
-        else:
-            x = tuple(xs)
-        out = self.func(x, *[params[i] for i in range(self.n_params)])
+        out = self.func(model_input(xs, self.x_form), *[params[i] for i in range(self.n_params)])
         return jnp.broadcast_to(jnp.asarray(out), xs[0].shape)
+
+
+def model_input(xs: Sequence, x_form: str):
+    """The inputs ``xs`` (a sequence of arrays) as a model receives ``x`` (see ``x_form``)."""
+    if x_form == "vector":
+        return xs[0]
+    if x_form == "stacked":
+        return jnp.stack(xs)
+    return tuple(xs)
 
 
 def infer_param_names(func: Callable, param_names=None, n_params: int | None = None) -> tuple[str, ...]:
