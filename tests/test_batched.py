@@ -6,6 +6,7 @@ from scipy.optimize import curve_fit, least_squares
 
 import nlsq_dask
 from nlsq_dask.solver import batched as bt
+from nlsq_dask.solver.covariance import batched_covariance
 
 import jax.numpy as jnp
 
@@ -144,7 +145,7 @@ def test_covariance_is_curve_fits_pseudo_inverse(p):
     J[1::2, :, -1] = 0.0                                              # rank-deficient pixels
     H = np.einsum("bni,bnj->ijb", J, J)
     cost = rng.uniform(0.5, 2.0, B)
-    pcov = bt._covariance(H, np.full(B, float(n)), cost, False, chunk=64)
+    pcov = batched_covariance(H, np.full(B, float(n)), cost, False, chunk=64)
     for b in range(B):
         _, s, vt = np.linalg.svd(J[b], full_matrices=False)          # curve_fit's recipe
         keep = s > np.finfo(float).eps * max(J[b].shape) * s[0]

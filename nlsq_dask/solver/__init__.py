@@ -2,7 +2,9 @@
 
 :mod:`~nlsq_dask.solver.stats` computes the statistics of a pass,
 :mod:`~nlsq_dask.solver.lm` turns them into trust-region steps, and
-:mod:`~nlsq_dask.solver.covariance` into ``pcov``.
+:mod:`~nlsq_dask.solver.covariance` into ``pcov``. Per-pixel fits (many small problems
+at once) run in :mod:`~nlsq_dask.solver.batched`, on the statistics of
+:mod:`~nlsq_dask.solver.pixel_stats`.
 """
 
 import jax

@@ -36,14 +36,13 @@ usable point. Each trial is one evaluation of residuals and Jacobian (forward mo
 one ``jax.jvp`` per parameter basis vector); an accepted trial's statistics are
 those of the new iterate.
 
-The covariance is ``curve_fit``'s: Moore–Penrose inverse of ``JᵀJ`` at the solution
-(singular values below ``eps·max(n, p)·s_max`` discarded), scaled by the reduced
-χ² unless ``absolute_sigma``; ``inf`` where undetermined.
+The point statistics come from :mod:`~nlsq_dask.solver.pixel_stats`, compiled as
+:mod:`~nlsq_dask.solver.compile_options` says; the covariance is ``curve_fit``'s,
+from :func:`~nlsq_dask.solver.covariance.batched_covariance`.
 """
 
 from __future__ import annotations
 
-import inspect
 from functools import lru_cache
 from typing import Callable, NamedTuple
 
@@ -51,8 +50,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .losses import scale_for_loss
-from .model import model_input
+from .compile_options import jit_vectorised
+from .covariance import batched_covariance
+from .pixel_stats import clean_points, make_pixel_stats, point_model
 from .trust_region import cl_scaling
 
 _EPS = float(jnp.finfo(jnp.float64).eps)
@@ -145,229 +145,12 @@ def _quad(H, v):
     return jnp.sum(v[:, None, :] * H * v[None, :, :], axis=(0, 1))
 
 
-def _point_model(func, x_form, p, x_shared, n_points, n_pixels):
-    """``model(xs, *q) -> (B, N)`` with ``q`` the ``(B,)`` parameter rows.
-
-    Fast path: call the model once on the whole block, broadcasting ``x`` (1 or B, N)
-    against the ``(B, 1)`` parameters — the layout XLA vectorises best (a ``vmap``
-    over pixels adds transposes that cost up to 2×). Models are pointwise in ``x``
-    already (the statistics kernel evaluates them tile by tile); a model that does
-    not broadcast this way (wrong shape or an error) falls back to ``vmap``.
-    """
-    shape = (n_pixels, n_points)
-
-    def direct(xs, *q):
-        xs = tuple(x[None, :] if sh else x for x, sh in zip(xs, x_shared))
-        if len(set(x.shape for x in xs)) > 1:
-            xs = tuple(jnp.broadcast_to(x, shape) for x in xs)
-        return jnp.broadcast_to(func(model_input(xs, x_form), *[v[:, None] for v in q]), shape)
-
-    def vmapped(xs, *q):
-        axes = (tuple(None if sh else 0 for sh in x_shared), *([0] * p))
-        def one(xx, *qq):
-            return jnp.broadcast_to(func(model_input(xx, x_form), *qq), (n_points,))
-        return jax.vmap(one, in_axes=axes)(xs, *q)
-
-    xs_spec = tuple(jax.ShapeDtypeStruct((n_points,) if sh else shape, jnp.float64)
-                    for sh in x_shared)
-    q_spec = [jax.ShapeDtypeStruct((n_pixels,), jnp.float64)] * p
-    try:
-        if n_pixels > 1 and jax.eval_shape(direct, xs_spec, *q_spec).shape == shape:
-            return direct
-    except Exception:  # noqa: BLE001 - any failure means "not broadcastable"; use vmap
-        pass
-    return vmapped
-
-
-def _sum_points(terms):
-    """Sums over the point axis (1) of equally shaped ``(B, N)`` terms, as ONE reduction.
-
-    A variadic ``lax.reduce`` makes XLA emit a single loop that evaluates the model,
-    its tangents and every product once per point; separate ``jnp.sum`` calls become
-    one fusion per sum, each re-reading (or recomputing) the residuals and Jacobian.
-    """
-    zeros = (jnp.zeros((), terms[0].dtype),) * len(terms)
-    return jax.lax.reduce(tuple(terms), zeros,
-                          lambda a, b: tuple(u + v for u, v in zip(a, b)), (1,))
-
-
-def _make_evaluate(model, p, loss):
-    """``stats(P, data) -> (cost, g, H, finite)`` on cleaned data (see :func:`_clean`).
-
-    Residuals ``(B, N)``, one ``jvp`` per parameter (forward mode along the basis),
-    then sums over the point axis: ``½Σρ``, ``g = Σ J r`` and ``H = Σ J Jᵀ``.
-    """
-    pairs = [(i, j) for i in range(p) for j in range(i, p)]
-
-    def stats(P, data):
-        xs, y, w, ok = data
-        qs = [P[i] for i in range(p)]
-
-        def resid(*q):
-            r = model(xs, *q) - y
-            return r if w is None else r * w
-
-        J = []
-        for i in range(p):
-            tangent = [jnp.ones_like(q) if k == i else jnp.zeros_like(q) for k, q in enumerate(qs)]
-            r, Ji = jax.jvp(resid, qs, tangent)
-            J.append(jnp.where(ok, Ji, 0.0))
-        r = jnp.where(ok, r, 0.0)
-        rho0, r, J = scale_for_loss(r, jnp.stack(J), loss[0], loss[1])
-        sums = _sum_points([jnp.where(ok, rho0, 0.0)] + [J[i] * r for i in range(p)]
-                           + [J[i] * J[j] for i, j in pairs])
-        cost, g = 0.5 * sums[0], jnp.stack(sums[1:p + 1])
-        H = [[None] * p for _ in range(p)]
-        for (i, j), h in zip(pairs, sums[p + 1:]):
-            H[i][j] = H[j][i] = h
-        H = jnp.stack([jnp.stack(row) for row in H])
-        finite = jnp.isfinite(cost) & jnp.all(jnp.isfinite(g), axis=0) \
-            & jnp.all(jnp.isfinite(H), axis=(0, 1))
-        return cost, g, H, finite
-
-    return stats
-
-
-def _clean(xs, y, w):
-    """``(xs, y, w, ok)`` with ``ok`` the usable points (finite, positive weight) and
-    every unusable value replaced by 0, so no NaN reaches the model or a sum."""
-    ok = jnp.isfinite(y)
-    if w is not None:
-        ok &= jnp.isfinite(w) & (w > 0)
-    for x in xs:
-        ok &= jnp.isfinite(x if x.ndim == 2 else x[None, :])
-    xs = tuple(jnp.where(jnp.isfinite(x), x, 0.0) for x in xs)
-    return xs, jnp.where(ok, y, 0.0), None if w is None else jnp.where(ok, w, 0.0), ok
-
-
-def _jacobi_eigh(H, sweeps: int):
-    """Eigenvalues ``(p, B)`` and eigenvectors ``(p, p, B)`` of symmetric ``H`` (p, p, B).
-
-    Cyclic Jacobi rotations, unrolled over the static ``p`` and elementwise over the
-    pixels (a batched LAPACK ``eigh`` of tiny matrices costs ~1.5 µs a pixel on a CPU,
-    more than the whole fit). Jacobi converges quadratically: for the few parameters of
-    a per-pixel model, four to six sweeps reach rounding level (see
-    :func:`_compiled_covariance` for the count used).
-    """
-    p = H.shape[0]
-
-    def sweep(_, carry):
-        A, V = carry
-        A = [[A[i, j] for j in range(p)] for i in range(p)]
-        V = [[V[i, j] for j in range(p)] for i in range(p)]
-        for i in range(p - 1):
-            for j in range(i + 1, p):
-                apq = A[i][j]
-                zero = apq == 0.0
-                theta = (A[j][j] - A[i][i]) / (2.0 * jnp.where(zero, 1.0, apq))
-                t = jnp.where(zero, 0.0, jnp.where(theta >= 0, 1.0, -1.0)
-                              / (jnp.abs(theta) + jnp.hypot(theta, 1.0)))
-                c = 1.0 / jnp.sqrt(t * t + 1.0)
-                sn = t * c
-                A[i][i], A[j][j] = A[i][i] - t * apq, A[j][j] + t * apq
-                A[i][j] = A[j][i] = jnp.zeros_like(apq)
-                for k in range(p):
-                    if k not in (i, j):
-                        g, h = A[k][i], A[k][j]
-                        A[k][i] = A[i][k] = c * g - sn * h
-                        A[k][j] = A[j][k] = sn * g + c * h
-                    g, h = V[k][i], V[k][j]
-                    V[k][i], V[k][j] = c * g - sn * h, sn * g + c * h
-        return jnp.stack([jnp.stack(r) for r in A]), jnp.stack([jnp.stack(r) for r in V])
-
-    eye = jnp.broadcast_to(jnp.eye(p, dtype=H.dtype)[:, :, None], H.shape)
-    A, V = jax.lax.fori_loop(0, sweeps, sweep, (H, eye))
-    return jnp.diagonal(A, axis1=0, axis2=1).T, V
-
-
 def _tile_index(part, tile):
     """Index of one tile: a slice for a full run of consecutive pixels (no copy),
     else ``part`` padded to ``tile`` with its first pixel."""
     if part.size == tile and part[-1] - part[0] == tile - 1:
         return slice(int(part[0]), int(part[0]) + tile)
     return np.concatenate([part, np.full(tile - part.size, part[0])])
-
-
-@lru_cache(maxsize=16)
-def _compiled_covariance(p: int, size: int, absolute_sigma: bool):
-    """The jitted :func:`_covariance` kernel for ``size`` pixels of ``p`` parameters."""
-
-    def covariance(H, n, cost):
-        # Jacobi (unit-diagonal) scaling first, as the global fits' covariance does
-        d = jnp.sqrt(jnp.maximum(jnp.diagonal(H, axis1=0, axis2=1).T, 0.0))   # (p, B)
-        d = jnp.where(d > 0, d, 1.0)
-        lam, V = _jacobi_eigh(H / (d[:, None] * d[None, :]),
-                              sweeps=3 + (p + 1) // 2)      # one sweep more than needed
-        s = jnp.sqrt(jnp.maximum(lam, 0.0))
-        keep = s > _EPS * jnp.maximum(n, p) * jnp.max(s, axis=0)
-        inv = jnp.where(keep, 1.0 / jnp.where(keep, s * s, 1.0), 0.0)
-        pcov = jnp.einsum("ikb,kb,jkb->ijb", V, inv, V) / (d[:, None] * d[None, :])
-        bad = jnp.any(jnp.isnan(pcov), axis=(0, 1)) | ~jnp.all(jnp.isfinite(H), axis=(0, 1))
-        if not absolute_sigma:
-            dof = n - p
-            pcov = pcov * 2.0 * cost / jnp.where(dof > 0, dof, 1.0)
-            bad |= dof <= 0
-        return jnp.where(bad, jnp.inf, pcov)
-
-    return jax.jit(covariance)
-
-
-def _covariance(H, n, cost, absolute_sigma, chunk):
-    """``curve_fit``'s covariance per pixel from ``H`` (p, p, B).
-
-    Moore–Penrose inverse of ``JᵀJ`` (singular values of ``J`` below
-    ``eps·max(n, p)·s_max`` discarded), scaled by the reduced χ² unless
-    ``absolute_sigma``; ``inf`` where undetermined. As for global fits
-    (:func:`nlsq_dask.solver.covariance.covariance`), ``J`` is scaled to unit column
-    norms first and the cut-off applies to the scaled singular values. Runs ``chunk``
-    pixels a call.
-    """
-    p, B = H.shape[0], H.shape[-1]
-    kernel = _compiled_covariance(p, chunk, bool(absolute_sigma))
-    out = np.empty_like(H)
-    for k in range(0, B, chunk):
-        m = min(chunk, B - k)
-        idx = _tile_index(np.arange(k, k + m), chunk)
-        out[..., k:k + m] = np.asarray(kernel(H[..., idx], n[idx], cost[idx]))[..., :m]
-    return out
-
-
-@lru_cache(maxsize=1)
-def _compiler_options() -> dict:
-    """XLA options for the per-pixel solver on a CPU (none elsewhere).
-
-    * Reassociating sums: without it LLVM cannot vectorise the reductions over the
-      point axis (a sum is a serial chain) and the statistics cost ~3x more. Only
-      reassociation is enabled: NaN/inf semantics, division and library functions
-      (``exp``...) stay exact, so results differ from serial sums by rounding only.
-    * 512-bit vectors where the CPU has AVX-512 (XLA prefers 256 bits): ~18% faster.
-    """
-    if jax.default_backend() != "cpu":
-        return {}
-    opts = {"xla_cpu_enable_fast_math": True, "xla_cpu_fast_math_honor_nans": True,
-            "xla_cpu_fast_math_honor_infs": True, "xla_cpu_fast_math_honor_division": True,
-            "xla_cpu_fast_math_honor_functions": True}
-    if _cpu_has_avx512():
-        opts["xla_cpu_prefer_vector_width"] = 512
-    return opts
-
-
-def _jit(fn):
-    """``jax.jit`` with :func:`_compiler_options` (older JAX without per-function
-    compiler options gets a plain ``jax.jit``: same results, slower on a CPU)."""
-    opts = _compiler_options()
-    if opts and "compiler_options" in inspect.signature(jax.jit).parameters:
-        return jax.jit(fn, compiler_options=opts)
-    return jax.jit(fn)
-
-
-def _cpu_has_avx512() -> bool:
-    """Whether this (Linux) CPU advertises AVX-512F; False where it cannot be told."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            return any(line.startswith("flags") and " avx512f" in line for line in f)
-    except OSError:
-        return False
 
 
 class _Options(NamedTuple):
@@ -381,7 +164,7 @@ class _Options(NamedTuple):
 def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
               n_points: int, tile: int):
     """The jitted ``advance`` for one tile shape ``(tile, n_points)``."""
-    stats = _make_evaluate(_point_model(func, x_form, p, x_shared, n_points, tile), p, loss)
+    stats = make_pixel_stats(point_model(func, x_form, p, x_shared, n_points, tile), p, loss)
 
     def body(s: _State, data, lb, ub, opts: _Options) -> _State:
         # parameters held at a bound by their gradient stay fixed (projected Newton)
@@ -435,14 +218,14 @@ def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
         state. One compiled function for both."""
         s, lb, ub = _unpack(packed, p)
         # cleaned once per call: the barrier keeps XLA from re-cleaning inside the loop
-        data = jax.lax.optimization_barrier(_clean(xs, y, w))
+        data = jax.lax.optimization_barrier(clean_points(xs, y, w))
         s = s._replace(n=jnp.sum(data[3], axis=1).astype(s.n.dtype))
         s = jax.lax.cond(fresh, lambda s: init(s, data, lb, ub, opts), lambda s: s, s)
         s = jax.lax.while_loop(lambda s: jnp.sum(~s.done) > stop_count,
                                lambda s: body(s, data, lb, ub, opts), s)
         return _pack(s, lb, ub)
 
-    return _jit(advance)
+    return jit_vectorised(advance)
 
 
 def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="vector",
@@ -514,7 +297,7 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
         active, fresh = np.flatnonzero(packed[done_row] < 0.5), False
     state, _, _ = _unpack(packed, p)
     failed = state.status < 0
-    pcov = _covariance(state.H, state.n, state.cost, absolute_sigma,
+    pcov = batched_covariance(state.H, state.n, state.cost, absolute_sigma,
                        min(pow2(B), 16 * tile))        # few calls, few shapes
     return BatchedResult(np.where(failed, np.nan, state.x), np.where(failed, np.nan, pcov),
                          np.where(failed, np.nan, state.cost), state.status, state.nfev, state.n)
