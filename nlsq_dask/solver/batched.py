@@ -87,10 +87,17 @@ class _State(NamedTuple):
     done: jnp.ndarray
 
 
-def _field_shapes(p: int) -> dict:
-    """Per-pixel shape of every :class:`_State` field and the bounds, in packing order."""
-    return {"x": (p,), "cost": (), "g": (p,), "H": (p, p), "n": (), "D": (p,), "lam": (),
-            "nfev": (), "status": (), "done": (), "lb": (p,), "ub": (p,)}
+def _field_rows(p: int) -> dict:
+    """``name -> (rows, per-pixel shape)`` of every :class:`_State` field and the bounds
+    in the packed array, in packing order."""
+    shapes = {"x": (p,), "cost": (), "g": (p,), "H": (p, p), "n": (), "D": (p,), "lam": (),
+              "nfev": (), "status": (), "done": (), "lb": (p,), "ub": (p,)}
+    rows, k = {}, 0
+    for name, shape in shapes.items():
+        size = int(np.prod(shape))
+        rows[name] = (slice(k, k + size), shape)
+        k += size
+    return rows
 
 
 def _unpack(packed, p):
@@ -99,11 +106,9 @@ def _unpack(packed, p):
     The state of a tile travels as ONE array: moving it to and from the solver costs
     one transfer instead of twelve (~25 µs each), which decides the speed of small
     tiles and of the last rounds."""
-    out, k = {}, 0
-    for name, shape in _field_shapes(p).items():
-        rows = int(np.prod(shape))
-        block = packed[k:k + rows].reshape(shape + packed.shape[1:])
-        k += rows
+    out = {}
+    for name, (rows, shape) in _field_rows(p).items():
+        block = packed[rows].reshape(shape + packed.shape[1:])
         out[name] = (block > 0.5 if name == "done" else
                      block.astype(np.int64) if name in ("nfev", "status") else block)
     lb, ub = out.pop("lb"), out.pop("ub")
@@ -276,8 +281,7 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
                           n=np.zeros(B), D=np.ones((p, B)), lam=np.full(B, LAMBDA0),
                           nfev=np.ones(B), status=np.zeros(B), done=np.zeros(B)),
                    lb, ub, xp=np)
-    shapes = list(_field_shapes(p).values())
-    done_row = sum(int(np.prod(sh)) for sh in shapes[:list(_field_shapes(p)).index("done")])
+    done_row = _field_rows(p)["done"][0].start
 
     active, fresh = np.arange(B), True
     while active.size:
@@ -298,6 +302,6 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
     state, _, _ = _unpack(packed, p)
     failed = state.status < 0
     pcov = batched_covariance(state.H, state.n, state.cost, absolute_sigma,
-                       min(pow2(B), 16 * tile))        # few calls, few shapes
+                              chunk=min(pow2(B), 16 * tile))   # few calls, few shapes
     return BatchedResult(np.where(failed, np.nan, state.x), np.where(failed, np.nan, pcov),
                          np.where(failed, np.nan, state.cost), state.status, state.nfev, state.n)
