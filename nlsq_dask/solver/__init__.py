@@ -12,14 +12,17 @@ import jax
 # Statistics are accumulated in float64; JAX needs to be told before any array exists.
 jax.config.update("jax_enable_x64", True)
 
-from .covariance import CovarianceWarning, covariance
+from ..errors import CovarianceWarning
+from .covariance import covariance
 from .lm import STATUS_MESSAGES, LMOptions, LMState, lm_init, lm_step, make_options
 from .losses import LOSSES, check_loss
 from .model import ModelSpec, infer_param_names
-from .stats import REDUCTIONS, NormalStats, QRStats, block_stats, empty_stats
+from .stats import (REDUCTIONS, SUMMARY_FIELDS, NormalStats, QRStats, block_stats,
+                    block_summary, empty_stats)
 
 __all__ = [
     "CovarianceWarning", "covariance", "STATUS_MESSAGES", "LMOptions", "LMState", "lm_init",
     "lm_step", "make_options", "LOSSES", "check_loss", "ModelSpec", "infer_param_names",
-    "REDUCTIONS", "NormalStats", "QRStats", "block_stats", "empty_stats",
+    "REDUCTIONS", "SUMMARY_FIELDS", "NormalStats", "QRStats", "block_stats", "block_summary",
+    "empty_stats",
 ]

@@ -261,7 +261,8 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
     x_form : {'vector', 'stacked', 'tuple'}
         How ``x`` is handed to ``func`` (see :class:`~nlsq_dask.solver.ModelSpec`).
     ftol, xtol, gtol, max_nfev, loss, f_scale, absolute_sigma
-        As in :func:`nlsq_dask.fit` (``max_nfev`` default ``100·p`` trials).
+        As in :func:`nlsq_dask.fit`, except that ``max_nfev`` defaults to ``100·p`` trials
+        per pixel (scipy's default; a global fit allows ``1000·p`` passes).
     tile : int
         Pixels per compiled ``while_loop``.
     """

@@ -13,15 +13,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ..errors import CovarianceWarning
+
 _EPS = float(np.finfo(np.float64).eps)
-
-
-class CovarianceWarning(UserWarning):
-    """The covariance of the parameters could not be estimated."""
+# A parameter is undetermined when the discarded (null-space) directions of the scaled
+# Jacobian carry more than this share of its unit vector: moving it along them changes
+# no residual. Rounding leaves components of order sqrt(eps) on determined parameters.
+NULL_SHARE = 1e-6
 
 
 def covariance(H, R11, *, n_points: int, cost: float, absolute_sigma: bool,
-               reduction: str = "normal") -> np.ndarray:
+               reduction: str = "normal", param_names=None) -> np.ndarray:
     """Moore–Penrose inverse of ``JᵀJ`` discarding zero singular values of ``J``.
 
     As ``curve_fit``, except that ``J`` is first scaled to unit column norms (the
@@ -29,8 +31,13 @@ def covariance(H, R11, *, n_points: int, cost: float, absolute_sigma: bool,
     problems; the cut-off applies to the scaled singular values.
 
     Unless ``absolute_sigma``, it is scaled by ``2·cost / (n_points - p)`` (the
-    reduced χ²). Where the covariance is undetermined (``n_points <= p`` or a NaN),
-    the result is filled with ``inf`` and a :class:`CovarianceWarning` is issued.
+    reduced χ²). Where the covariance is undetermined (``n_points <= p``, a NaN, or no
+    singular value above the cut-off) the result is filled with ``inf``; parameters that
+    lie in the discarded null space (the model ignores them, they only enter through a
+    combination that another parameter already fixes, or their Jacobian column is zero)
+    get ``inf`` rows and columns. Either way a :class:`CovarianceWarning` (an
+    ``OptimizeWarning``) names them. ``curve_fit`` fills the whole matrix with ``inf``
+    in the first case and returns finite pseudo-inverse values in the second.
     """
     H = np.asarray(H, dtype=np.float64)
     p = H.shape[0]
@@ -49,7 +56,7 @@ def covariance(H, R11, *, n_points: int, cost: float, absolute_sigma: bool,
     threshold = np.finfo(float).eps * max(n_points, p) * (s[0] if s.size else 0.0)
     keep = s > threshold
     pcov = (V[:, keep] / s[keep] ** 2) @ V[:, keep].T / np.outer(d, d)
-    undetermined = bool(np.isnan(pcov).any())
+    undetermined = bool(np.isnan(pcov).any()) or not keep.any()
     if not undetermined and not absolute_sigma:
         if n_points > p:
             pcov = pcov * (2.0 * cost / (n_points - p))
@@ -57,9 +64,30 @@ def covariance(H, R11, *, n_points: int, cost: float, absolute_sigma: bool,
             undetermined = True
     if undetermined:
         pcov = np.full((p, p), np.inf)
-        warnings.warn("Covariance of the parameters could not be estimated",
+        why = (f"{n_points} usable points for {p} parameters" if n_points <= p else
+               "the Jacobian at the solution is zero or not finite: the model does not change "
+               "with its parameters there, its output is piecewise constant, or the weights "
+               "1/sigma underflow")
+        warnings.warn(f"Covariance of the parameters could not be estimated ({why}); pcov is "
+                      "inf", CovarianceWarning, stacklevel=3)
+        return pcov
+    free = null_space_parameters(V[:, ~keep])
+    if free.any():
+        pcov[free, :] = np.inf
+        pcov[:, free] = np.inf
+        names = param_names or [f"p{i}" for i in range(p)]
+        warnings.warn("Covariance of the parameters could not be estimated for "
+                      f"{[names[i] for i in np.flatnonzero(free)]}: the data do not determine "
+                      "them (the model's value does not change with them, or only through a "
+                      "combination of parameters); their pcov rows and columns are inf",
                       CovarianceWarning, stacklevel=3)
     return pcov
+
+
+def null_space_parameters(V_null, xp=np):
+    """Which parameters have a share above :data:`NULL_SHARE` in the null-space basis
+    ``V_null`` (p, k) (``xp``: the array module; batched bases have the pixels last)."""
+    return xp.sum(V_null * V_null, axis=1) > NULL_SHARE
 
 
 def jacobi_eigh(H, sweeps: int):
@@ -117,10 +145,13 @@ def _batched_kernel(p: int, size: int, absolute_sigma: bool):
         inv = jnp.where(keep, 1.0 / jnp.where(keep, s * s, 1.0), 0.0)
         pcov = jnp.einsum("ikb,kb,jkb->ijb", V, inv, V) / (d[:, None] * d[None, :])
         bad = jnp.any(jnp.isnan(pcov), axis=(0, 1)) | ~jnp.all(jnp.isfinite(H), axis=(0, 1))
+        bad |= ~jnp.any(keep, axis=0)
         if not absolute_sigma:
             dof = n - p
             pcov = pcov * 2.0 * cost / jnp.where(dof > 0, dof, 1.0)
             bad |= dof <= 0
+        free = null_space_parameters(jnp.where(keep[None, :, :], 0.0, V), xp=jnp)   # (p, B)
+        pcov = jnp.where(free[:, None, :] | free[None, :, :], jnp.inf, pcov)
         return jnp.where(bad, jnp.inf, pcov)
 
     return jax.jit(covariance)
@@ -133,7 +164,8 @@ def batched_covariance(H, n, cost, absolute_sigma: bool, chunk: int) -> np.ndarr
     ``eps·max(n, p)·s_max`` discarded), scaled by the reduced χ² unless
     ``absolute_sigma``; ``inf`` where undetermined. As in :func:`covariance`, ``J`` is
     scaled to unit column norms first and the cut-off applies to the scaled singular
-    values. Runs ``chunk`` pixels a call (one compile).
+    values; parameters in the discarded null space get ``inf`` rows and columns (see
+    :func:`covariance`). Runs ``chunk`` pixels a call (one compile).
     """
     p, B = H.shape[0], H.shape[-1]
     kernel = _batched_kernel(p, chunk, bool(absolute_sigma))

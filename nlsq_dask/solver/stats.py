@@ -117,6 +117,39 @@ def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
     return out
 
 
+SUMMARY_FIELDS = ("points", "sum_y", "sum_abs_y", "sum_x", "sum_abs_x", "sum_w",
+                  "bad_sigma")
+
+
+def block_summary(xs, y, w, n_valid):
+    """What a block's data are, for checks that cost no extra read: ``(1, 7)`` float64.
+
+    The usable points (finite x, y and σ), the sums of y, |y|, x, |x| (over all inputs)
+    and of the weights ``1/σ`` over them, and the points whose σ is zero or negative
+    (``w`` is ``+inf`` or negative). These depend on the data only, never on the
+    parameters, so a partition gives the same summary on every pass unless its data
+    changed (:data:`SUMMARY_FIELDS` names the columns).
+    """
+    length = y.shape[0]
+    valid = jnp.arange(length) < n_valid
+    y = y.astype(jnp.float64)
+    ok = valid & jnp.isfinite(y)
+    for x in xs:
+        ok = ok & jnp.isfinite(x)
+    if w is not None:
+        w = w.astype(jnp.float64)
+        bad_sigma = jnp.sum(valid & ((w < 0) | (w == jnp.inf)), dtype=jnp.float64)
+        ok = ok & jnp.isfinite(w)
+        sum_w = jnp.sum(jnp.where(ok, w, 0.0))
+    else:
+        bad_sigma = sum_w = jnp.zeros((), jnp.float64)
+    xs = [jnp.where(ok, x.astype(jnp.float64), 0.0) for x in xs]
+    y = jnp.where(ok, y, 0.0)
+    return jnp.stack([jnp.sum(ok, dtype=jnp.float64), jnp.sum(y), jnp.sum(jnp.abs(y)),
+                      sum(jnp.sum(x) for x in xs), sum(jnp.sum(jnp.abs(x)) for x in xs),
+                      sum_w, bad_sigma])[None, :]
+
+
 def normal_form(stats):
     """``(g, H, R11, q)`` of a statistics object; ``R11``/``q`` are zeros for ``normal``."""
     if isinstance(stats, QRStats):

@@ -88,6 +88,28 @@ def make_strictly_feasible(x, lb, ub):
     return jnp.where(tight, 0.5 * (lb + ub), x_new)
 
 
+def strictly_feasible_start(x, lb, ub, rstep: float = 1e-10):
+    """A start moved strictly inside the bounds, as ``scipy.optimize.least_squares`` does.
+
+    A parameter within ``rstep·max(1, |bound|)`` of a bound (or on it) moves that far
+    inside; with tight bounds it goes to their midpoint. The reflective method cannot
+    move a parameter that starts exactly on a bound (its Coleman–Li scaling is zero
+    there), so without this a fit started on a bound stalls. numpy in, numpy out.
+    """
+    import numpy as np
+
+    x, lb, ub = (np.asarray(a, dtype=np.float64) for a in (x, lb, ub))
+    lb, ub = np.broadcast_to(lb, x.shape), np.broadcast_to(ub, x.shape)
+    lower_dist, upper_dist = x - lb, ub - x
+    with np.errstate(invalid="ignore", over="ignore"):
+        lower = np.isfinite(lb) & (lower_dist <= np.minimum(upper_dist, rstep * np.maximum(1, np.abs(lb))))
+        upper = np.isfinite(ub) & (upper_dist <= np.minimum(lower_dist, rstep * np.maximum(1, np.abs(ub))))
+        x_new = np.where(lower, lb + rstep * np.maximum(1, np.abs(lb)), x)
+        x_new = np.where(upper, ub - rstep * np.maximum(1, np.abs(ub)), x_new)
+        tight = (x_new < lb) | (x_new > ub)
+        return np.where(tight, 0.5 * (lb + ub), x_new)
+
+
 def solve_lsq_trust_region(n_points, s, V, suf, gn_coef, Delta, alpha0, rtol=0.01, max_iter=10):
     """Levenberg–Marquardt solution of the trust-region subproblem (Moré's method).
 
