@@ -22,7 +22,8 @@ import zarr
 
 logger = logging.getLogger("nlsq_dask")
 FORMAT_KEY = "nlsq_dask_checkpoint"
-FORMAT_VERSION = 1
+# 2: stored partitions carry their data summary; the solver state has polishing fields
+FORMAT_VERSION = 2
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 _DTYPES = {"b": "|b1", "i": "<i8", "u": "<i8", "f": "<f8", "c": "<c16"}
@@ -240,8 +241,12 @@ def _root_attrs(path):
         attrs = dict(zarr.open_group(path, mode="r").attrs)
     except Exception as e:
         raise CheckpointError(f"checkpoint {path} is damaged ({type(e).__name__}: {e}); {_FRESH_HINT}") from e
-    if attrs.get(FORMAT_KEY) != FORMAT_VERSION:
+    if attrs.get(FORMAT_KEY) is None:
         raise CheckpointError(f"{path} is a zarr group but not an nlsq_dask checkpoint")
+    if attrs.get(FORMAT_KEY) != FORMAT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has format {attrs.get(FORMAT_KEY)!r}, written by "
+                              f"another version of nlsq_dask (this one reads format "
+                              f"{FORMAT_VERSION}); {_FRESH_HINT}")
     return attrs
 
 

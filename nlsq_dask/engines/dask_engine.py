@@ -19,6 +19,8 @@ import numpy as np
 
 from ..workflow import WorkflowTier
 from .in_memory import EngineOutput
+from .invariants import PartitionLedger
+from .sources import describe_sources
 from .partitions import (align_chunks, block_task, combine_task, reduce_parts, reduction_tree,
                          tile_for)
 
@@ -52,7 +54,7 @@ class PassRunner:
     """Builds and runs one statistics pass per call."""
 
     def __init__(self, spec, arrays, *, n_x: int, loss: str, f_scale: float, reduction: str,
-                 split_every: int, client=None):
+                 split_every: int, client=None, source: str = ""):
         import dask
 
         self.spec, self.arrays, self.n_x = spec, arrays, n_x
@@ -66,6 +68,7 @@ class PassRunner:
         self.token = dask.base.tokenize(spec.func, spec.param_names, spec.x_form)
         self.n_passes = 0
         self.gpu = client is not None and workers_have_gpus(client)
+        self.ledger = PartitionLedger(self.chunks, spec.n_params, source)
 
     @property
     def n_partitions(self) -> int:
@@ -125,11 +128,13 @@ class PassRunner:
             hlg = HighLevelGraph(layers, hlg.dependencies)
         return hlg
 
-    def _stats(self, out):
+    def _stats(self, out, parts=None):
+        """The statistics of a pass's result, after checking its data summaries."""
         from ..solver import NormalStats, QRStats
 
+        self.ledger.check(out[-1], parts)
         cls = QRStats if self.reduction == "qr" else NormalStats
-        return cls(*[np.asarray(o) for o in out])
+        return cls(*[np.asarray(o) for o in out[:-1]])
 
     def __call__(self, params: np.ndarray, parts=None):
         from dask.delayed import Delayed
@@ -138,7 +143,7 @@ class PassRunner:
         d = Delayed(key, hlg, layer=layer)
         out = self.client.compute(d, sync=True) if self.client is not None else d.compute()
         self.n_passes += 1
-        return self._stats(out)
+        return self._stats(out, parts)
 
     def checkpointed(self, params: np.ndarray, store, pass_key: str):
         """A pass that stores each finished partition and reuses stored ones.
@@ -237,7 +242,8 @@ def make_runner(spec, inputs, selection, client=None) -> PassRunner:
     if selection.tier is WorkflowTier.CHUNKED:
         arrays = _persist(arrays, client)
     return PassRunner(spec, arrays, n_x=inputs.n_inputs, loss=c.loss, f_scale=c.f_scale,
-                      reduction=c.reduction, split_every=c.split_every, client=client)
+                      reduction=c.reduction, split_every=c.split_every, client=client,
+                      source=describe_sources(arrays))
 
 
 def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None,

@@ -140,8 +140,6 @@ def prepare_inputs(x, y, sigma=None, nan_policy: str = "raise") -> Inputs:
             y = y[bad]
             sigma = sigma[bad] if sigma is not None else None
             n = int(bad.sum())
-            if n == 0:
-                raise ValueError("every data point contains NaN or inf")
         return Inputs(xs, y, sigma, form, n, itemsize, False)
 
     chunks = next(a.chunks[0] for a in arrays if _is_dask(a))

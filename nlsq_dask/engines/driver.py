@@ -19,6 +19,7 @@ import numpy as np
 
 from ..workflow import WorkflowTier
 from .in_memory import EngineOutput, materialise, run_in_memory
+from .invariants import check_materialised
 
 SCREEN_MIN_POINTS = 5_000
 SCREEN_PASSES = 20
@@ -51,6 +52,8 @@ class FitContext:
         """``(xs, y, w)`` materialised once per fit (the fit, multi-start and validation share it)."""
         if getattr(self, "_data", None) is None:
             self._data = materialise(self.inputs)
+            if self.inputs.lazy:  # numpy inputs were checked up front
+                check_materialised(*self._data, self.spec.n_params)
         return self._data
 
     def run_in_memory(self, x0, data=None, opts=None) -> EngineOutput:

@@ -120,7 +120,8 @@ def materialise(inputs):
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     k = inputs.n_inputs
     xs, y = tuple(arrays[:k]), arrays[k]
-    w = 1.0 / arrays[k + 1] if inputs.sigma is not None else None
+    with np.errstate(divide="ignore"):  # sigma = 0 gives w = inf, refused by the checks
+        w = 1.0 / arrays[k + 1] if inputs.sigma is not None else None
     return xs, y, w
 
 

@@ -65,14 +65,18 @@ def _kernel(token, spec, loss: str, reduction: str, tile: int, batched: bool = F
     if fn is None:
         import jax
 
-        from ..solver import block_stats
+        from ..solver import block_stats, block_summary
 
         with _LOCK:
             fn = _KERNELS.get(key)
             if fn is None:
-                fn = partial(block_stats, spec, loss, reduction, tile)
+                stats = partial(block_stats, spec, loss, reduction, tile)
                 if batched:  # one read of the block serves every start
-                    fn = jax.vmap(fn, in_axes=(0, None, None, None, None, None))
+                    stats = jax.vmap(stats, in_axes=(0, None, None, None, None, None))
+
+                def fn(params, xs, y, w, n_valid, f_scale, stats=stats):
+                    return stats(params, xs, y, w, n_valid, f_scale), block_summary(xs, y, w, n_valid)
+
                 fn = jax.jit(fn)
                 _KERNELS[key] = fn
     return fn
@@ -84,7 +88,9 @@ def compile_count() -> int:
 
 
 def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n_x, *blocks):
-    """Statistics of one partition, as a tuple of numpy arrays (a dask task).
+    """Statistics of one partition and its data summary, as a tuple of numpy arrays
+    (a dask task): the statistics' leaves, then the ``(1, k)`` summary of
+    :func:`~nlsq_dask.solver.block_summary` (which :func:`combine_task` stacks).
 
     ``params`` of shape ``(S, p)`` evaluates ``S`` starts in one read of the block;
     every statistic then has a leading axis of length ``S``.
@@ -100,10 +106,11 @@ def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n
         a = np.asarray(a, dtype=np.float64)
         return a if a.shape[0] == length else np.concatenate([a, np.full(length - n, fill)])
 
-    w = None if sigma is None else 1.0 / padded(sigma, 1.0)
-    stats = _kernel(token, spec, loss, reduction, tile, np.ndim(params) == 2)(
+    with np.errstate(divide="ignore"):  # sigma = 0 gives w = inf, counted by the summary
+        w = None if sigma is None else 1.0 / padded(sigma, 1.0)
+    stats, summary = _kernel(token, spec, loss, reduction, tile, np.ndim(params) == 2)(
         jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, np.int64(n), f_scale)
-    return tuple(np.asarray(s) for s in stats)
+    return tuple(np.asarray(s) for s in stats) + (np.asarray(summary),)
 
 
 def reduction_tree(n_parts: int, split_every: int) -> list[list[list[int]]]:
@@ -128,12 +135,15 @@ def reduce_parts(parts: list, reduction: str, split_every: int):
 
 
 def combine_task(reduction: str, *parts):
-    """Fixed-order sum of partition statistics (deterministic)."""
+    """Fixed-order sum of partition statistics (deterministic); the data summaries (each
+    part's last leaf) are stacked in partition order."""
+    summary = np.concatenate([p[-1] for p in parts], axis=0)
+    parts = [p[:-1] for p in parts]
     if reduction == "qr":
         R = np.concatenate([p[2] for p in parts], axis=-2)
         R = np.linalg.qr(R, mode="r")[..., : parts[0][2].shape[-1], :]
-        return (sum(p[0] for p in parts), sum(p[1] for p in parts), R)
+        return (sum(p[0] for p in parts), sum(p[1] for p in parts), R, summary)
     out = list(parts[0])
     for p in parts[1:]:
         out = [a + b for a, b in zip(out, p)]
-    return tuple(out)
+    return tuple(out) + (summary,)
