@@ -3,8 +3,9 @@
 Subcommands are registered from :data:`COMMANDS`: each entry is a function that
 adds its subparser to the parser and sets ``func`` to the handler that runs it.
 Handlers only gather arguments, call the library and print; they hold no fitting
-logic. User errors (ValueError, TypeError, FileNotFoundError) print
-``nlsq-dask: error: <message>`` to stderr and exit with status 2.
+logic. User errors (ValueError, TypeError, FileNotFoundError, and data that changed
+or could not be read) print ``nlsq-dask: error: <message>`` to stderr and exit with
+status 2.
 """
 
 from __future__ import annotations
@@ -14,13 +15,15 @@ import sys
 import time
 from pathlib import Path
 
+from .errors import DataChangedError, DataReadError
+
 DEMO_TRUE = (2.0, 0.5, 0.3)
 DEMO_P0 = (2.5, 0.6, 0.2)
 DEMO_NOISE = 0.05
 DEMO_CHUNK = 1_000_000
 DEMO_KEY = "nlsq_dask_demo"
 TIER_CHOICES = ("auto", "standard", "chunked", "streaming", "streaming_checkpoint")
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, DataChangedError, DataReadError)
 
 
 def decay(x, a, b, c):

@@ -28,6 +28,8 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import xarray as xr
 
+from .api import check_flag
+from .errors import InsufficientDataError
 from .api import fit as _fit
 
 _THIS = "__nlsq_this_array__"
@@ -36,7 +38,7 @@ _KWARG_ALIASES = {"maxfev": "max_nfev", "max_nfev": "max_nfev", "ftol": "ftol", 
                   "absolute_sigma": "absolute_sigma"}
 _PIXEL_OPTIONS = {"preset", "config", "goal", "tier", "loss", "f_scale", "ftol", "xtol", "gtol",
                   "max_nfev", "yaml_path", "absolute_sigma", "memory_limit_gb", "chunk_size",
-                  "client", "split_every", "progress", "reduction", "x_scale"}
+                  "client", "split_every", "progress", "reduction", "x_scale", "missing_chunks"}
 
 
 def _as_list(value) -> list:
@@ -82,6 +84,56 @@ def _check_param_dims(p0, bounds, kept):
                                  f"dimensions that are in data dimensions {kept}.")
 
 
+def _check_param_names(params, p0, bounds) -> None:
+    """Every name in ``p0`` and ``bounds`` is a parameter; scalar bounds are ordered."""
+    for label, given in (("p0", p0), ("bounds", bounds)):
+        unknown = [k for k in given if k not in params]
+        if unknown:
+            raise ValueError(f"{label} names {unknown}, which are not parameters of the model; "
+                             f"its parameters are {params}")
+    for name, pair in bounds.items():
+        try:
+            lb, ub = pair
+        except (TypeError, ValueError):
+            raise ValueError(f"bounds[{name!r}] must be a pair (lower, upper); got {pair!r}") from None
+        if not isinstance(lb, xr.DataArray) and not isinstance(ub, xr.DataArray):
+            if np.isnan(float(lb)) or np.isnan(float(ub)):
+                raise ValueError(f"bounds[{name!r}] must not be NaN (use -inf/inf for no bound)")
+            if float(lb) > float(ub):
+                raise ValueError(f"bounds[{name!r}] has lower bound {lb} > upper bound {ub}")
+
+
+def _check_model(func, params, guess, n_coords: int, n_points: int) -> None:
+    """The model traces with JAX and is pointwise (see :mod:`nlsq_dask.solver.pointwise`),
+    checked at the first pixel's start before anything runs."""
+    from .solver import ModelSpec
+    from .solver.pointwise import check_model
+
+    def first(value) -> float:
+        if isinstance(value, xr.DataArray):
+            value = value.isel({d: 0 for d in value.dims}).values
+        return float(np.asarray(value))
+
+    spec = ModelSpec(func, tuple(params), "vector" if n_coords == 1 else "stacked", n_coords)
+    check_model(spec, [first(guess[k]) for k in params], n_points)
+
+
+def _variables_to_fit(ds, reduce_) -> dict:
+    """The data variables that have a fit dimension; the others are left out with a warning
+    (a variable without one would be fitted to a single point)."""
+    import warnings
+
+    keep = {name: da for name, da in ds.data_vars.items() if set(da.dims) & set(reduce_)}
+    left_out = [name for name in ds.data_vars if name not in keep]
+    if not keep:
+        raise ValueError(f"no data variable has the fit dimension(s) {list(reduce_)}: "
+                         "there is nothing to fit")
+    if left_out:
+        warnings.warn(f"data variables {left_out} do not have the fit dimension(s) "
+                      f"{list(reduce_)} and are left out of the fit", UserWarning, stacklevel=4)
+    return keep
+
+
 def _options(kwargs, fit_options) -> dict:
     opts = dict(fit_options)
     for key, value in (kwargs or {}).items():
@@ -121,14 +173,22 @@ def curvefit(obj, coords, func, reduce_dims=None, skipna=True, p0=None, bounds=N
         raise ValueError("No arguments to `coords` were identified as a dimension on the calling "
                          "object, and no dims were supplied to `reduce_dims`. This would result "
                          "in fitting on scalar data.")
+    missing = [d for d in reduce_ if d not in ds.dims]
+    if missing:
+        raise ValueError(f"reduce_dims {missing} are not dimensions of the data; its "
+                         f"dimensions are {list(ds.dims)}")
     kept = [d for d in ds.dims if d not in reduce_]
     _check_param_dims(p0, bounds, kept)
     coords_ = [c.broadcast_like(ds, exclude=kept) for c in xr.broadcast(*coords_)]
     params = list(infer_param_names(func, param_names))
+    _check_param_names(params, p0, bounds)
     guess, limits = _initial_guess(params, func, p0, bounds)
+    variables = _variables_to_fit(ds, reduce_)
+    _check_model(func, params, guess, len(coords_),
+                 int(np.prod([ds.sizes[d] for d in reduce_])))
 
     result = xr.Dataset()
-    for name, da in ds.data_vars.items():
+    for name, da in variables.items():
         prefix = "" if name == _THIS else f"{name}_"
         if not set(da.dims) - set(reduce_):
             out = _global_fit(da, coords_, func, params, guess, limits, reduce_, skipna,
@@ -175,8 +235,8 @@ def _global_fit(da, coords_, func, params, guess, limits, reduce_, skipna, error
             warnings.simplefilter("ignore", FitWarning)
             res = _fit(func, x, y, p0=scalar["p0"], bounds=(scalar["lb"], scalar["ub"]),
                        param_names=params, nan_policy="omit" if skipna else "raise", **opts)
-    except ValueError as exc:
-        if errors == "raise" or "every data point" not in str(exc):
+    except InsufficientDataError:
+        if errors == "raise":
             raise
         popt, pcov, status, cost, attrs = nan, np.full((len(params),) * 2, np.nan), -1, np.nan, {}
     else:
@@ -208,7 +268,8 @@ def _pixel_settings(opts, n_points) -> dict:
         raise TypeError(f"option(s) {sorted(unsupported)} apply to global fits only")
     ftol, xtol, gtol = cfg.resolved_tolerances(n_points)
     return dict(ftol=ftol, xtol=xtol, gtol=gtol, max_nfev=cfg.max_nfev, loss=cfg.loss,
-                f_scale=cfg.f_scale, absolute_sigma=bool(opts.get("absolute_sigma", False)))
+                f_scale=cfg.f_scale,
+                absolute_sigma=check_flag(opts.get("absolute_sigma", False), "absolute_sigma"))
 
 
 def _fit_block(y, *args, func, n_params, n_coords, n_core, skipna, errors, settings, threads):
@@ -230,6 +291,10 @@ def _fit_block(y, *args, func, n_params, n_coords, n_core, skipna, errors, setti
             X.append(np.broadcast_to(x, loop + core).reshape(B, N))
     P = [np.broadcast_to(np.asarray(a, np.float64), loop).reshape(B) for a in rest]
     p0, lb, ub = (np.stack(P[i * n_params:(i + 1) * n_params]) for i in range(3))
+    if np.any(lb > ub) or np.isnan(lb).any() or np.isnan(ub).any():
+        i = int(np.argmax(np.any((lb > ub) | np.isnan(lb) | np.isnan(ub), axis=1)))
+        raise ValueError(f"bounds for parameter {i} have a lower bound above the upper bound "
+                         "(or NaN) at some pixels; each lower bound must be <= its upper bound")
     W, bad = None, np.zeros(B, bool)
     if not skipna:
         bad = ~np.all(np.isfinite(Y), axis=1)
@@ -253,6 +318,13 @@ def _fit_block(y, *args, func, n_params, n_coords, n_core, skipna, errors, setti
         outs = [run(parts[0])]
     popt, pcov, cost, status, nfev, n = (np.concatenate([np.asarray(o[k]) for o in outs], -1)
                                          for k in range(6))
+    few = (n > 0) & (n < n_params)     # some points, but fewer than parameters
+    if errors == "raise" and few.any():
+        raise InsufficientDataError(
+            f"{int(few.sum())} pixel(s) have fewer usable points than the {n_params} parameters "
+            f"(the first has {int(n[np.argmax(few)])}); their parameters are not determined. "
+            "Pass errors='ignore' to get NaN there, or fit fewer parameters")
+    status = np.where(few, -1, status)
     failed = (status == 0) | ((status < 0) & (n > 0)) | bad
     if errors == "raise" and failed.any():
         i = int(np.argmax(failed))
@@ -269,6 +341,10 @@ def _fit_block(y, *args, func, n_params, n_coords, n_core, skipna, errors, setti
 def _pixel_fit(da, coords_, func, params, guess, limits, reduce_, skipna, errors, opts):
     core = [d for d in da.dims if d in reduce_]
     if da.chunks is not None:
+        from .engines.sources import check_chunks_exist, guard_reads
+
+        check_chunks_exist([da.data], [str(da.name)], opts.get("missing_chunks", "raise"))
+        da = da.copy(data=guard_reads(da.data, str(da.name)))
         da = da.chunk({d: -1 for d in core})
     coords_ = [c.chunk({d: -1 for d in core}) if c.chunks is not None else c for c in coords_]
     n = int(np.prod([da.sizes[d] for d in core]))

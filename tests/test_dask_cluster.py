@@ -22,29 +22,6 @@ TIMEOUT = 60
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        cl = distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                      dashboard_address=":0", memory_limit="2GiB")
-    try:
-        yield cl
-    finally:
-        cl.close(timeout=TIMEOUT)
-
-
-@pytest.fixture(scope="module")
-def client(cluster):
-    # not the default client: tests opt in with ``client.as_current()`` or ``client=``
-    c = distributed.Client(cluster, set_as_default=False, timeout=TIMEOUT)
-    c.wait_for_workers(2, timeout=TIMEOUT)
-    try:
-        yield c
-    finally:
-        c.close(timeout=TIMEOUT)
-
-
-@pytest.fixture(scope="module")
 def problem():
     p = nist.load("Chwirut2")
     ref = nlsq_dask.fit(p.model, p.x, p.y, p.starts[0], tier="standard", **TOL)

@@ -212,7 +212,7 @@ def test_nan_policy_omit_drops_the_points():
 
 
 def test_all_points_nan_with_omit():
-    with pytest.raises(ValueError, match="every data point contains NaN or inf"):
+    with pytest.raises(nlsq_dask.InsufficientDataError, match="no usable data point"):
         nlsq_dask.fit(model, X, np.full_like(Y, np.nan), nan_policy="omit")
 
 
