@@ -2,9 +2,10 @@
 
 One table per kind of trap (issue 13): models that are not pointwise, undetermined
 parameters, no usable data, zarr data that are missing, corrupt or change, a start on
-a bound, bad bounds and names, and default settings on NIST StRD. Every case runs on
-numpy, dask (threads) and xarray inputs as it applies; ``test_trust_cluster.py`` repeats
-the dask cases on a ``distributed.LocalCluster``. References: scipy and closed forms.
+a bound, bad bounds and names (default settings on NIST StRD are in ``test_nist.py``,
+where they share the compiled programs). Every case runs on numpy, dask (threads) and
+xarray inputs as it applies; ``test_trust_cluster.py`` repeats the dask cases on a
+``distributed.LocalCluster``. References: scipy and closed forms.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import xarray as xr
 import zarr
 from scipy.optimize import OptimizeWarning, curve_fit, least_squares
 
-import nist
 import nlsq_dask
 
 da = pytest.importorskip("dask.array")
@@ -380,41 +380,3 @@ def test_accessor_leaves_out_variables_without_the_fit_dimension():
                                np.broadcast_to(ref, (3, 2)), rtol=1e-7)
     with pytest.raises(ValueError, match="no data variable has the fit dimension"):
         DS.drop_vars("s").nlsq.fit("t", line)
-
-
-# ----------------------------------------------------------------------------- 7 defaults, NIST
-NIST_CASES = [(name, start) for name in nist.available() for start in (1, 2)]
-
-
-@pytest.fixture(scope="module")
-def default_fits():
-    """Every NIST problem and start at the default settings (no tolerances, no max_nfev)."""
-    out = {}
-    for name, start in NIST_CASES:
-        pr = nist.load(name)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            out[name, start] = nlsq_dask.fit(pr.model, pr.x, pr.y, p0=pr.starts[start - 1])
-    return out
-
-
-@pytest.mark.parametrize("name, start", NIST_CASES, ids=[f"{n}-{s}" for n, s in NIST_CASES])
-def test_nist_at_default_settings_reach_six_digits(default_fits, name, start):
-    res = default_fits[name, start]
-    pr = nist.load(name)
-    assert res.success, res.message
-    assert nist.lre(res.popt, pr.certified).min() >= 6
-
-
-@pytest.mark.parametrize("name", ["ENSO", "MGH09", "Misra1a"])
-@pytest.mark.parametrize("tier", ["chunked", "streaming"])
-def test_nist_at_default_settings_same_on_dask_tiers(default_fits, name, tier):
-    pr = nist.load(name)
-    ref = default_fits[name, 1]
-    chunks = -(-pr.y.size // 4)
-    x = da.from_array(pr.x, chunks=(pr.x.shape[0], chunks) if pr.x.ndim == 2 else chunks)
-    res = nlsq_dask.fit(pr.model, x, lazy(pr.y, chunks), p0=pr.starts[0], tier=tier)
-    assert nist.lre(res.popt, pr.certified).min() >= 6
-    # partitions sum in another order, so the iteration may end a pass earlier or later;
-    # the answers agree to the digits the defaults promise
-    np.testing.assert_allclose(res.popt, ref.popt, rtol=1e-6)
