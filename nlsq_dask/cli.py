@@ -284,13 +284,14 @@ def cmd_fit(args) -> int:
     import logging
 
     from nlsq_dask.job import load_job, run_job
-    from nlsq_dask.job_output import write_results
+    from nlsq_dask.job_output import output_paths, write_results
 
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr,
                         format="%(asctime)s %(name)s %(levelname)s: %(message)s")
     logging.getLogger("nlsq_dask").setLevel(logging.WARNING if args.quiet else logging.INFO)
     logging.captureWarnings(True)
     job = load_job(args.config, output=args.output)
+    output_paths(job.output)            # before the fit, not after an hour of work
     result = run_job(job, address=args.address)
     paths = write_results(result, job)
     print(result.summary())

@@ -38,13 +38,34 @@ def history_arrays(history, n_params: int) -> dict[str, np.ndarray]:
     return cols
 
 
+def output_paths(out: Path) -> dict[str, Path]:
+    """``result.json`` and ``result.zarr`` in the folder ``out``, checked before a fit runs.
+
+    Raises ``ValueError`` if ``out`` is a file or a link, or a result there is a link:
+    replacing a link would delete or overwrite whatever it points to.
+    """
+    out = Path(out)
+    if out.is_symlink():
+        raise ValueError(f"output {out} is a symbolic link (to {os.readlink(out)}); nlsq-dask "
+                         "never writes or deletes through links: give the real folder")
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"output {out} is a file, not a folder: choose another output")
+    paths = {"json": out / "result.json", "zarr": out / "result.zarr"}
+    for path in paths.values():
+        if path.is_symlink():
+            raise ValueError(f"output {path} is a symbolic link (to {os.readlink(path)}); "
+                             "nlsq-dask never writes or deletes through links: remove it or "
+                             "choose another output folder")
+    return paths
+
+
 def write_results(result, job, output: Path | None = None) -> dict[str, Path]:
     """Write ``result.json`` and ``result.zarr`` into the output folder (replacing old ones)."""
     import zarr
 
     out = Path(output or job.output)
+    paths = output_paths(out)
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / "result.json", "zarr": out / "result.zarr"}
     tmp = out / f".result.json.{os.getpid()}"
     tmp.write_text(json.dumps(jsonable(result.to_dict()), indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, paths["json"])

@@ -223,6 +223,48 @@ def _write_json_atomic(path, obj):
     os.replace(tmp, path)
 
 
+def refuse_links(path, what="checkpoint"):
+    """Raise :class:`CheckpointError` naming the first symbolic link at or below ``path``.
+
+    The store deletes old states and passes; through a link that would delete whatever
+    the link points to, so a store with links is not used at all.
+    """
+    if os.path.islink(path):
+        raise CheckpointError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); "
+                              "nlsq_dask never writes or deletes through links: give the real "
+                              "path, or remove the link")
+    for root, dirs, files in os.walk(path):  # links to folders are listed, never entered
+        for name in dirs + files:
+            link = os.path.join(root, name)
+            if os.path.islink(link):
+                raise CheckpointError(
+                    f"{what} {path} contains a symbolic link {link} (to {os.readlink(link)}); "
+                    "nlsq_dask never deletes through links and does not use this store: "
+                    "remove the link (or the store)")
+
+
+def _no_link_on_the_way(store, path):
+    """Raise :class:`CheckpointError` if ``store`` or a folder from it down to ``path`` is a link."""
+    rel = os.path.relpath(path, store)
+    if rel.startswith(os.pardir):
+        raise CheckpointError(f"refusing to touch {path}: it is not inside the store {store}")
+    part = store
+    for name in [""] + ([] if rel == os.curdir else rel.split(os.sep)):
+        part = os.path.join(part, name) if name else part
+        if os.path.islink(part):
+            raise CheckpointError(f"checkpoint {store}: {part} is a symbolic link (to "
+                                  f"{os.readlink(part)}); nlsq_dask never writes or deletes "
+                                  "through links: remove the link")
+
+
+def _remove_tree(path, store):
+    """Delete ``path`` inside the store at ``store``, never at, below or through a link."""
+    _no_link_on_the_way(store, path)
+    if os.path.isdir(path):
+        refuse_links(path)
+        shutil.rmtree(path, ignore_errors=path != store)   # old states/passes: best effort
+
+
 def _subdirs(path):
     try:
         return sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
@@ -305,6 +347,7 @@ class CheckpointStore:
         path = os.path.join(cdir, name + ".zarr")
         fingerprint = _to_json(fingerprint, tag_floats=False, where="fingerprint")
         if os.path.lexists(path):
+            refuse_links(path)
             try:
                 attrs = _root_attrs(path)
             except CheckpointError as e:
@@ -312,7 +355,7 @@ class CheckpointStore:
                     raise
             if fresh or not resume:
                 logger.info("nlsq_dask: discarding checkpoint %s", path)
-                shutil.rmtree(path)
+                _remove_tree(path, path)
             else:
                 diffs = diff_fingerprints(attrs.get("fingerprint"), fingerprint)
                 if diffs:
@@ -335,6 +378,7 @@ class CheckpointStore:
         it = int(iteration)
         key = f"{it}-b" if old and old["state"] == str(it) else str(it)  # never overwrite the current state
         attrs = {"iteration": it, "saved": _now(), "scalars": _to_json(scalars, where="scalars")}
+        _no_link_on_the_way(self.path, os.path.join(self.path, "states"))
         checksum = _write_record(self._root.require_group("states"), key, arrays, attrs)
         _fsync_tree(os.path.join(self.path, "states", key))
         pointer = {"state": key, "iteration": it, "checksum": checksum, "updated": _now()}
@@ -342,7 +386,7 @@ class CheckpointStore:
         keep = {key, old["state"] if old else key}
         for d in _subdirs(os.path.join(self.path, "states")):
             if d not in keep:
-                shutil.rmtree(os.path.join(self.path, "states", d), ignore_errors=True)
+                _remove_tree(os.path.join(self.path, "states", d), self.path)
 
     def load_state(self):
         """Return ``(iteration, arrays, scalars)`` of the current state, None if none; raise
@@ -363,6 +407,7 @@ class CheckpointStore:
         """Atomically store the statistics of one finished block of pass ``pass_key`` ('it0007-p0012')."""
         if not _SAFE.match(str(pass_key)):
             raise ValueError(f"pass_key {pass_key!r} must match {_SAFE.pattern}")
+        _no_link_on_the_way(self.path, os.path.join(self.path, "passes", str(pass_key)))
         group = self._root.require_group("passes").require_group(str(pass_key))
         _write_record(group, str(int(block_index)), stats, {"block_index": int(block_index)})
 
@@ -374,6 +419,7 @@ class CheckpointStore:
         names = sorted(batch[idx[0]])
         arrays = {n: np.stack([np.asarray(batch[i][n]) for i in idx]) for n in names}
         arrays["block_index"] = np.asarray(idx, dtype=np.int64)
+        _no_link_on_the_way(self.path, os.path.join(self.path, "passes", str(pass_key)))
         group = self._root.require_group("passes").require_group(str(pass_key))
         _write_record(group, f"batch{idx[0]}-{len(idx)}", arrays, {"blocks": idx})
 
@@ -399,7 +445,7 @@ class CheckpointStore:
         """Delete the partition data of every pass except ``keep``."""
         for d in _subdirs(os.path.join(self.path, "passes")):
             if d != keep:
-                shutil.rmtree(os.path.join(self.path, "passes", d), ignore_errors=True)
+                _remove_tree(os.path.join(self.path, "passes", d), self.path)
 
     def info(self):
         """Summary dict: name, path, fingerprint summary, iteration, cost, created, updated, n_partitions."""
