@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
-from .workflow.loading import YAML_SECTIONS, validate_yaml_doc
+from .workflow.loading import YAML_SECTIONS, parse_yaml_file, validate_yaml_doc
 
 log = logging.getLogger("nlsq_dask.job")
 
@@ -204,15 +204,9 @@ def import_model(spec, base: Path):
 
 
 def read_yaml(path: Path) -> dict:
-    import yaml
-
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-    try:
-        with open(path, encoding="utf-8") as fh:
-            doc = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise ValueError(f"cannot parse {path}: {_one_line(exc)}") from None
+    doc = parse_yaml_file(path)
     if not isinstance(doc, dict):
         raise ValueError(f"{path} must contain a mapping of sections; got {type(doc).__name__}")
     return doc

@@ -11,7 +11,7 @@ first)::
     defaults            (WorkflowConfig())
 
 The ``cluster`` mapping is merged key by key across the layers rather than
-replaced. The YAML file is read with ``yaml.safe_load`` only.
+replaced. The YAML file is read with a ``yaml.SafeLoader`` that also refuses aliases.
 """
 
 from __future__ import annotations
@@ -105,9 +105,38 @@ def load_yaml_config(path: str | os.PathLike | None = None) -> dict[str, dict]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"yaml_path {str(path)!r} does not exist")
-    with open(path, encoding="utf-8") as fh:
-        doc = yaml.safe_load(fh)
-    return validate_yaml_doc(doc, source=str(path))
+    return validate_yaml_doc(parse_yaml_file(path), source=str(path))
+
+
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``).
+
+    An alias repeats a whole subtree, so nested aliases grow exponentially: a 443-byte
+    file expanded to 10^6 values (a 35 MB checkpoint store), one more level would not
+    finish. Configuration files have no need for them.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            mark = self.peek_event().start_mark
+            raise yaml.composer.ComposerError(
+                None, None, "YAML aliases (*name) are not allowed in configuration files "
+                "(each repeats a whole subtree, so a few lines can expand to millions of "
+                "values); write the values out", mark)
+        return super().compose_node(parent, index)
+
+
+def parse_yaml_file(path) -> Any:
+    """The document in the YAML file ``path`` (safe loader, no aliases).
+
+    Raises ``ValueError`` naming the file (and line) when it cannot be parsed.
+    """
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.load(fh, Loader=_NoAliasLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        text = " ".join(str(exc).split())
+        raise ValueError(f"cannot parse {path}: {text}") from None
 
 
 def validate_yaml_doc(doc: Any, source: str = "nlsq.yaml") -> dict[str, dict]:
