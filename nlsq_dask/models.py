@@ -41,7 +41,11 @@ MODELS = {f.__name__: f for f in (exponential, gaussian, lorentzian, power_law, 
 
 
 def resolve_model(spec: str):
-    """A built-in model by name, or ``package.module:function``."""
+    """A built-in model by name, or ``package.module:function``.
+
+    ``module:function`` imports that module, which runs its code with your permissions:
+    name only modules you trust. Any error while importing is a ``ValueError`` naming it.
+    """
     if spec in MODELS:
         return MODELS[spec]
     if ":" not in spec:
@@ -52,6 +56,9 @@ def resolve_model(spec: str):
         fn = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError) as exc:
         raise ValueError(f"cannot import model {spec!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - importing runs the module's code: any error
+        raise ValueError(f"cannot import model {spec!r}: importing {module!r} raised "
+                         f"{type(exc).__name__}: {exc}") from None
     if not callable(fn):
         raise ValueError(f"model {spec!r} is not callable")
     return fn
