@@ -18,11 +18,17 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import DataChangedError, InsufficientDataError
+from ..solver.stats import SUMMARY_FIELDS
 
 # Sums may be computed by differently fused kernels (one start or several), so they
 # are compared to this relative precision of their absolute sums; counts exactly.
 SUM_RTOL = 1e-10
-_POINTS, _SUM_Y, _ABS_Y, _SUM_X, _ABS_X, _SUM_W, _BAD_SIGMA = range(7)
+_COL = {name: i for i, name in enumerate(SUMMARY_FIELDS)}
+_POINTS, _BAD_SIGMA = _COL["points"], _COL["bad_sigma"]
+# (label, column of the sum, column of the absolute sum that scales its tolerance)
+_SUMS = (("sum of y", _COL["sum_y"], _COL["sum_abs_y"]),
+         ("sum of x", _COL["sum_x"], _COL["sum_abs_x"]),
+         ("sum of 1/sigma", _COL["sum_w"], _COL["sum_w"]))
 
 
 def insufficient_data(n_usable: int, n_params: int, where: str = "") -> InsufficientDataError:
@@ -42,18 +48,12 @@ def require_points(n_usable: int, n_params: int, where: str = "") -> None:
 
 
 def check_materialised(xs, y, w, n_params: int) -> None:
-    """The checks of :class:`PartitionLedger` on lazy data computed into memory (STANDARD)."""
-    ok = np.isfinite(y)
-    for x in xs:
-        ok &= np.isfinite(x)
-    if w is not None:
-        bad = int(np.count_nonzero((w < 0) | (w == np.inf)))
-        if bad:
-            raise ValueError(f"sigma must be positive everywhere: {bad:,} point(s) have "
-                             "sigma <= 0. Give every point a positive uncertainty, or NaN to "
-                             "leave the point out")
-        ok &= np.isfinite(w)
-    require_points(int(np.count_nonzero(ok)), n_params)
+    """The checks of :class:`PartitionLedger` on lazy data computed into memory (STANDARD):
+    the same summary, of the data as one partition."""
+    from ..solver.stats import block_summary
+
+    n = int(np.shape(y)[0])
+    PartitionLedger((n,), n_params).check(np.asarray(block_summary(xs, y, w, n)))
 
 
 class PartitionLedger:
@@ -83,7 +83,7 @@ class PartitionLedger:
 
     def check(self, summary: np.ndarray, parts=None) -> None:
         """Check one pass's summaries, ``(len(parts), k)`` rows for ``parts`` (default all)."""
-        summary = np.asarray(summary, dtype=np.float64).reshape(-1, 7)
+        summary = np.asarray(summary, dtype=np.float64).reshape(-1, len(SUMMARY_FIELDS))
         parts = np.arange(len(self.seen)) if parts is None else np.asarray(parts, dtype=np.int64)
         if self.first is None:
             self.first = np.zeros((len(self.seen), summary.shape[1]))
@@ -91,12 +91,15 @@ class PartitionLedger:
         if bad.size:
             i = int(parts[bad[0]])
             total = int(summary[:, _BAD_SIGMA].sum())
+            src = f", the first in {self._where(i)}" if len(self.seen) > 1 or self.source else ""
             raise ValueError(f"sigma must be positive everywhere: {total:,} point(s) have "
-                             f"sigma <= 0, the first in {self._where(i)}. Give every point a "
-                             "positive uncertainty, or NaN to leave the point out")
+                             f"sigma <= 0{src}. Give every point a positive uncertainty, or NaN "
+                             "to leave the point out")
         old = self.seen[parts]
-        for j in np.flatnonzero(old):
-            self._compare(int(parts[j]), self.first[parts[j]], summary[j])
+        changed = _changes(self.first[parts], summary) & old[:, None]
+        if changed.any():   # one vectorised test per pass; a message for the first partition
+            j = int(np.argmax(changed.any(axis=1)))
+            self._raise_changed(int(parts[j]), self.first[parts[j]], summary[j], changed[j])
         new = ~old
         self.first[parts[new]] = summary[new]
         self.seen[parts[new]] = True
@@ -105,18 +108,24 @@ class PartitionLedger:
             src = f" in {self.source}" if self.source else ""
             require_points(int(self.first[:, _POINTS].sum()), self.n_params, src)
 
-    def _compare(self, i: int, before: np.ndarray, now: np.ndarray) -> None:
-        changes = []
-        if now[_POINTS] != before[_POINTS]:
-            changes.append(f"usable points {int(before[_POINTS]):,} -> {int(now[_POINTS]):,}")
-        for name, s, a in (("sum of y", _SUM_Y, _ABS_Y), ("sum of x", _SUM_X, _ABS_X),
-                           ("sum of 1/sigma", _SUM_W, _SUM_W)):
-            tol = SUM_RTOL * max(abs(before[a]), np.finfo(float).tiny)
-            if abs(now[s] - before[s]) > tol or abs(now[a] - before[a]) > tol:
-                changes.append(f"{name} {before[s]:.17g} -> {now[s]:.17g}")
-        if changes:
-            raise DataChangedError(
-                f"the data of {self._where(i)} changed between passes of this fit "
-                f"({'; '.join(changes)}): its source was rewritten, lost a chunk or returns "
-                "different values on each read. A fit over changing data has no meaning: "
-                "restore the data (or finish writing it) and fit again")
+    def _raise_changed(self, i: int, before: np.ndarray, now: np.ndarray, which) -> None:
+        changes = [f"usable points {int(before[_POINTS]):,} -> {int(now[_POINTS]):,}"] \
+            if which[0] else []
+        changes += [f"{name} {before[s]:.17g} -> {now[s]:.17g}"
+                    for (name, s, _), hit in zip(_SUMS, which[1:]) if hit]
+        raise DataChangedError(
+            f"the data of {self._where(i)} changed between passes of this fit "
+            f"({'; '.join(changes)}): its source was rewritten, lost a chunk or returns "
+            "different values on each read. A fit over changing data has no meaning: "
+            "restore the data (or finish writing it) and fit again")
+
+
+def _changes(before: np.ndarray, now: np.ndarray) -> np.ndarray:
+    """``(rows, 1 + len(_SUMS))`` bool: the usable-point count differs (exactly), and each
+    sum or its absolute sum differs beyond :data:`SUM_RTOL` of the absolute sum."""
+    cols = [now[:, _POINTS] != before[:, _POINTS]]
+    for _, s, a in _SUMS:
+        tol = SUM_RTOL * np.maximum(np.abs(before[:, a]), np.finfo(float).tiny)
+        cols.append((np.abs(now[:, s] - before[:, s]) > tol)
+                    | (np.abs(now[:, a] - before[:, a]) > tol))
+    return np.stack(cols, axis=1)
