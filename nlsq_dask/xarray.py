@@ -318,13 +318,12 @@ def _fit_block(y, *args, func, n_params, n_coords, n_core, skipna, errors, setti
         outs = [run(parts[0])]
     popt, pcov, cost, status, nfev, n = (np.concatenate([np.asarray(o[k]) for o in outs], -1)
                                          for k in range(6))
-    few = (n > 0) & (n < n_params)     # some points, but fewer than parameters
+    few = (n > 0) & (n < n_params)     # the solver marks these -1: undetermined
     if errors == "raise" and few.any():
         raise InsufficientDataError(
             f"{int(few.sum())} pixel(s) have fewer usable points than the {n_params} parameters "
             f"(the first has {int(n[np.argmax(few)])}); their parameters are not determined. "
             "Pass errors='ignore' to get NaN there, or fit fewer parameters")
-    status = np.where(few, -1, status)
     failed = (status == 0) | ((status < 0) & (n > 0)) | bad
     if errors == "raise" and failed.any():
         i = int(np.argmax(failed))

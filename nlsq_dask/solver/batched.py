@@ -31,10 +31,10 @@ gradient test the gradient is scaled by Coleman–Li's ``v`` as in scipy's ``trf
 
 Termination has scipy's meanings and status codes: 1 ``gtol`` (``‖g·v‖∞ < gtol``),
 2 ``ftol`` (``dF < ftol·F`` and ``ρ > ¼``), 3 ``xtol`` (``‖δ‖ < xtol(xtol + ‖x‖)``),
-4 both, 0 ``max_nfev`` trial evaluations, -1 residuals not finite at ``p0`` or no
-usable point. Each trial is one evaluation of residuals and Jacobian (forward mode,
-one ``jax.jvp`` per parameter basis vector); an accepted trial's statistics are
-those of the new iterate.
+4 both, 0 ``max_nfev`` trial evaluations, -1 residuals not finite at ``p0`` or fewer
+usable points than parameters (none included). Each trial is one evaluation of
+residuals and Jacobian (forward mode, one ``jax.jvp`` per parameter basis vector); an
+accepted trial's statistics are those of the new iterate.
 
 The point statistics come from :mod:`~nlsq_dask.solver.pixel_stats`, compiled as
 :mod:`~nlsq_dask.solver.compile_options` says; the covariance is ``curve_fit``'s,
@@ -209,7 +209,7 @@ def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
     def init(s: _State, data, lb, ub, opts: _Options) -> _State:
         n, x0 = s.n, jnp.clip(s.x, lb, ub)
         cost, g, H, finite = stats(x0, data)
-        finite = finite & (n > 0)
+        finite = finite & (n >= max(p, 1))     # fewer points than parameters: undetermined
         D = jnp.diagonal(H, axis1=0, axis2=1).T        # (p, B)
         D = jnp.where(D > 0, D, 1.0)
         gtol_hit = finite & (jnp.max(jnp.abs(g * cl_scaling(x0, g, lb, ub)[0]), axis=0) < opts.gtol)
