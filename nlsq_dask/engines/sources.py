@@ -189,15 +189,12 @@ def describe_sources(arrays) -> str:
 def guard_inputs(inputs, missing_chunks: str = "raise"):
     """Lazy :class:`~nlsq_dask.engines.data.Inputs` checked by :func:`check_chunks_exist`
     and read through :func:`guard_reads`; numpy inputs are returned as they are."""
-    if missing_chunks not in MISSING_CHUNKS:
-        raise ValueError(f"missing_chunks must be one of {list(MISSING_CHUNKS)}; "
-                         f"got {missing_chunks!r}")
-    if not inputs.lazy:
-        return inputs
     names = [f"x[{i}]" for i in range(inputs.n_inputs)] + ["y", "sigma"]
     arrays = [*inputs.xs, inputs.y, inputs.sigma]
-    check_chunks_exist([a for a in arrays if a is not None],
+    check_chunks_exist([a for a in arrays if a is not None],      # validates missing_chunks
                        [n for n, a in zip(names, arrays) if a is not None], missing_chunks)
+    if not inputs.lazy:
+        return inputs
     guarded = [None if a is None else guard_reads(a, n) for a, n in zip(arrays, names)]
     k = inputs.n_inputs
     return dataclasses.replace(inputs, xs=tuple(guarded[:k]), y=guarded[k], sigma=guarded[k + 1])

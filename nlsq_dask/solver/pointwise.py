@@ -41,21 +41,17 @@ def _probe_inputs(n_inputs: int) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def _traceable_at(spec: ModelSpec, params, length: int) -> Exception | None:
-    """None if the model traces on ``length`` points and returns real values, else why not."""
+def _trace_at(spec: ModelSpec, params, length: int):
+    """The model's output shape and dtype on ``length`` points, or the exception tracing
+    raised."""
     import jax
 
     xs = tuple(jax.ShapeDtypeStruct((length,), np.float64) for _ in range(spec.n_inputs))
     try:
-        out = jax.eval_shape(lambda xs, p: spec.evaluate(xs, p), xs,
-                             np.asarray(params, np.float64))
+        return jax.eval_shape(lambda xs, p: spec.evaluate(xs, p), xs,
+                              np.asarray(params, np.float64))
     except Exception as exc:  # noqa: BLE001 - any failure here means "not at this length"
         return exc
-    if not np.issubdtype(out.dtype, np.floating):
-        return TypeError(f"the model returns {out.dtype} values; it must return real floating "
-                         "point values (take jnp.real, jnp.abs or split real and imaginary "
-                         "parts into separate observations)")
-    return None
 
 
 def check_model(spec: ModelSpec, params, n_points: int | None = None) -> None:
@@ -79,20 +75,23 @@ def check_model(spec: ModelSpec, params, n_points: int | None = None) -> None:
         The model cannot be traced by JAX.
     """
     params = np.asarray(params, dtype=np.float64)
-    failure = _traceable_at(spec, params, PROBE_POINTS)
-    if isinstance(failure, TypeError) and str(failure).startswith("the model returns"):
-        raise failure
-    if failure is not None:
-        if n_points and n_points != PROBE_POINTS and _traceable_at(spec, params, n_points) is None:
+    traced = _trace_at(spec, params, PROBE_POINTS)
+    if isinstance(traced, Exception):
+        if n_points and n_points != PROBE_POINTS \
+                and not isinstance(_trace_at(spec, params, n_points), Exception):
             raise NotPointwiseError(
                 f"the model works on all {n_points:,} points at once but not on a block of "
-                f"{PROBE_POINTS} ({type(failure).__name__}: {_first_line(failure)}): it closes "
-                f"over an array with one value per data point. {POINTWISE_RULE}") from failure
+                f"{PROBE_POINTS} ({type(traced).__name__}: {_first_line(traced)}): it closes "
+                f"over an array with one value per data point. {POINTWISE_RULE}") from traced
         raise TypeError(
-            f"the model cannot be traced by JAX ({type(failure).__name__}: "
-            f"{_first_line(failure)}). Write it with jax.numpy (jnp.exp, jnp.where, ...) rather "
+            f"the model cannot be traced by JAX ({type(traced).__name__}: "
+            f"{_first_line(traced)}). Write it with jax.numpy (jnp.exp, jnp.where, ...) rather "
             "than numpy or math, avoid float()/int() and Python if on parameters, and make it "
-            "return values shaped like x") from failure
+            "return values shaped like x") from traced
+    if not np.issubdtype(traced.dtype, np.floating):
+        raise TypeError(f"the model returns {traced.dtype} values; it must return real floating "
+                        "point values (take jnp.real, jnp.abs or split real and imaginary parts "
+                        "into separate observations)")
     a, b = _probe_inputs(spec.n_inputs)
     m = PROBE_POINTS
 
