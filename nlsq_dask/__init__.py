@@ -7,8 +7,8 @@ Importing the package does not import JAX or dask; :func:`fit` does when called.
 
 from . import xarray as _xarray_accessor  # noqa: F401  (registers ds.nlsq / da.nlsq)
 from .api import fit
-from .errors import (CovarianceWarning, DataChangedError, DataReadError, FitWarning,
-                     InsufficientDataError, MissingChunksError, NotPointwiseError)
+from .errors import (CheckpointError, CovarianceWarning, DataChangedError, DataReadError,
+                     FitWarning, InsufficientDataError, MissingChunksError, NotPointwiseError)
 from .result import FitResult
 from .workflow import (WORKFLOW_PRESETS, ClusterDetector, ClusterInfo, DatasetSizeTier,
                        MemoryTier, OptimizationGoal, WorkflowConfig, WorkflowSelector,
@@ -20,6 +20,7 @@ __version__ = "0.1.0"
 __all__ = [
     "fit", "FitResult", "FitWarning", "CovarianceWarning", "InsufficientDataError",
     "NotPointwiseError", "DataChangedError", "DataReadError", "MissingChunksError",
+    "CheckpointError",
     "WORKFLOW_PRESETS", "ClusterDetector", "ClusterInfo",
     "DatasetSizeTier", "MemoryTier", "OptimizationGoal", "WorkflowConfig", "WorkflowSelector",
     "WorkflowTier", "auto_select_workflow", "get_memory_tier", "get_total_available_memory_gb",

@@ -44,3 +44,7 @@ class DataReadError(OSError):
 
 class MissingChunksError(ValueError):
     """Chunks of a zarr-backed input are not in its store (they would read as fill value)."""
+
+
+class CheckpointError(ValueError):
+    """A checkpoint store cannot be created, written, read or resumed; names the path."""

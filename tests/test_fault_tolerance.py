@@ -401,7 +401,7 @@ OTHER_PROBLEMS = {
     "data shape": ({"x": _small_xy(1200)[0], "y": _small_xy(1200)[1]},
                    r"data\[0\]\.shape: stored \[1000\] vs now \[1200\]"),
     "data values": ({"x": _x, "y": _y + 1e-3}, r"data\[1\]\.token: stored '[^']+' vs now '[^']+'"),
-    "model body": ({"model": other_model_same_name, "checkpoint_name": "expdecay"}, r"model code differs"),
+    "model body": ({"model": other_model_same_name, "checkpoint_name": "expdecay"}, r"model: what it computes differs"),
     "parameter names": ({"param_names": ("amp", "rate", "offset")},
                         r"param_names: stored \['a', 'k', 'c'\] vs now \['amp', 'rate', 'offset'\]"),
     "bounds": ({"bounds": ([0.0, 0.0, -1.0], [10.0, 5.0, 5.0])},

@@ -122,8 +122,13 @@ def test_requested_tier_and_checkpoints():
     assert sel.tier is WorkflowTier.STREAMING_CHECKPOINT
     sel = _select(100, "laptop_8gb", WorkflowConfig(tier="streaming_checkpoint"))
     assert sel.config.enable_checkpoints and sel.config.tier is WorkflowTier.STREAMING_CHECKPOINT
-    # checkpoints do not change non-streaming tiers
-    assert _select(100, "laptop_8gb", WorkflowConfig(enable_checkpoints=True)).tier.value == S
+    # a standard fit has no passes to store: with checkpoints it runs chunked, and says so
+    sel = _select(100, "laptop_8gb", WorkflowConfig(enable_checkpoints=True))
+    assert sel.tier is WorkflowTier.CHUNKED and sel.config.tier is WorkflowTier.CHUNKED
+    assert "checkpointing is enabled" in sel.reasons[-2] and sel.partition_points >= 1
+    sel = _select(100, "laptop_8gb", WorkflowConfig(tier="standard", enable_checkpoints=True))
+    assert sel.tier is WorkflowTier.CHUNKED
+    assert _select(100, "laptop_8gb", WorkflowConfig(enable_checkpoints=False)).tier.value == S
 
 
 def test_memory_efficient_goal():

@@ -1,41 +1,44 @@
 """Zarr checkpoint store for long out-of-core fits (the package's only zarr writer).
 
 ``<dir>/<name>.zarr`` holds root attrs (format, fingerprint, config), ``CURRENT.json`` naming the live
-``states/<key>`` record, and ``passes/<pass_key>/<block>`` records of finished partitions. A record is a group
-of numeric arrays whose attrs hold a sha256 ``checksum`` and, written last, ``complete``: a lost chunk or a
-half-written record is never returned. A new state is written and fsynced, then made current by ``os.replace``
-of ``CURRENT.json``: a crash leaves the previous state current (the last two are kept). No pickle: JSON attrs
-(non-finite floats tagged ``{"__float__": "nan"}``) and numeric arrays only. One writing process (the driver).
+``states/<key>`` record, ``summaries`` (each partition's data summary, written once) and
+``passes/<pass_key>/<block>`` records of finished partitions. A record is a group of numeric arrays
+whose attrs hold a sha256 ``checksum`` over its arrays *and* its attrs (layout included) and, written
+last, ``complete``: a lost chunk, a half-written or an edited record is never returned. A new state is
+written and fsynced, then made current by ``os.replace`` of ``CURRENT.json``: a crash or a full disk
+leaves the previous state current (the last two are kept). A new store is built under a temporary name
+and renamed into place, so an interrupted first write leaves no store at all. No pickle: JSON attrs
+(non-finite floats tagged ``{"__float__": "nan"}``) and numeric arrays only. One writing process, which
+holds ``<name>.zarr.lock`` (:class:`~nlsq_dask.engines.store_files.StoreLock`) until the fit ends.
 """
-import contextlib
-import datetime
 import enum
 import hashlib
 import json
 import logging
 import os
 import re
-import shutil
 
 import numpy as np
 import zarr
 
+from ..errors import CheckpointError
+from .store_files import (StoreLock, fsync_tree, no_link_on_the_way, now, refuse_links,
+                          remove_tree, subdirs, write_json_atomic, writing)
+
 logger = logging.getLogger("nlsq_dask")
 FORMAT_KEY = "nlsq_dask_checkpoint"
 # 2: stored partitions carry their data summary; the solver state has polishing fields
-FORMAT_VERSION = 2
+# 3: checksums cover each record's attrs; per-partition data summaries; writer's lock
+FORMAT_VERSION = 3
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
-_ADDR = re.compile(r" at 0x[0-9a-fA-F]+")
 _DTYPES = {"b": "|b1", "i": "<i8", "u": "<i8", "f": "<f8", "c": "<c16"}
+MODEL_DIFFERS = ("model: what it computes differs (its code, a constant or global it reads, or a "
+                 "helper it calls changed)")
 _FRESH_HINT = "pass fresh=True (fit(..., checkpoint_fresh=True)) to start over"
 
-
-class CheckpointError(ValueError):
-    """A checkpoint cannot be created, read or resumed; the message names the path."""
-
-
-def _now():
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+_PARTIAL = ".partial-"       # <name>.zarr.partial-<pid>: a store being created
+# the longest file name a store needs beside the name itself (".zarr.partial-" + a pid)
+_NAME_ROOM = len(".zarr" + _PARTIAL) + 10
 
 
 def _to_json(obj, tag_floats=True, where="value"):
@@ -61,58 +64,14 @@ def _from_json(obj):
     return json.loads(json.dumps(obj), object_hook=hook)
 
 
-def _model_hash(model):
-    """sha256 of a callable's qualname, bytecode, names, constants, defaults and closure (recursively)."""
-    h, seen = hashlib.sha256(), set()
-
-    def put(v):
-        v = sorted(map(repr, v)) if isinstance(v, (set, frozenset)) else v  # hash-seed independent order
-        if hasattr(v, "__array__") and not isinstance(v, (str, bytes)):  # arrays: bytes, not a cut repr
-            v = (np.asarray(v).dtype.str, np.shape(v), np.asarray(v).tobytes())
-        h.update(_ADDR.sub("", v if isinstance(v, str) else repr(v)).encode())
-
-    def code_digest(code):
-        put((code.co_code, code.co_names))
-        for const in code.co_consts:
-            code_digest(const) if hasattr(const, "co_code") else put(const)
-
-    def visit(f):
-        if id(f) in seen:
-            return
-        seen.add(id(f))
-        while hasattr(f, "__wrapped__"):  # jax.jit, functools.wraps
-            f = f.__wrapped__
-        if all(hasattr(f, a) for a in ("func", "args", "keywords")):  # functools.partial
-            return visit(f.func), put((f.args, sorted(f.keywords.items())))
-        code = getattr(f, "__code__", None)
-        if code is None and not isinstance(f, type):  # callable instance: its class's __call__
-            code, _ = getattr(type(f).__call__, "__code__", None), put(type(f).__qualname__)
-        if code is None:  # builtins, ufuncs
-            return put(f)
-        put(str(getattr(f, "__qualname__", "")))
-        code_digest(code)
-        for n in code.co_names:  # module-level helpers the model calls, from its own module
-            helper = getattr(f, "__globals__", {}).get(n)
-            if callable(helper) and getattr(helper, "__module__", 0) == getattr(f, "__module__", 1):
-                visit(helper)
-        put((getattr(f, "__defaults__", None), getattr(f, "__kwdefaults__", None)))
-        for cell in getattr(f, "__closure__", None) or ():
-            try:
-                value = cell.cell_contents
-            except ValueError:  # empty cell
-                continue
-            visit(value) if callable(value) else put(value)
-
-    visit(model)
-    return h.hexdigest()
-
-
 def fingerprint_problem(*, model, param_names, data, bounds=None, loss="linear", extra=None):
     """Describe a fitting problem as a JSON-safe dict for resume checks.
 
     Parameters
     ----------
-    model : callable (hashed: bytecode, constants, names, defaults, closure)
+    model : str
+        What the model computes, e.g. :attr:`~nlsq_dask.solver.ModelSpec.identity` (a
+        digest of its jaxpr: code, constants, globals and helpers included)
     param_names : sequence of str
     data : list of dict, e.g. ``{'name': 'y', 'shape', 'chunks', 'dtype', 'token'}`` per array
     bounds : (lb, ub) or None, broadcast per parameter; infinities stored as ``'inf'``/``'-inf'``
@@ -122,14 +81,18 @@ def fingerprint_problem(*, model, param_names, data, bounds=None, loss="linear",
     names = [str(n) for n in param_names]
     if bounds is not None:
         bounds = [np.broadcast_to(np.asarray(b, dtype=float), (len(names),)).tolist() for b in bounds]
-    fp = {"version": FORMAT_VERSION, "model": _model_hash(model), "param_names": names, "data": list(data),
+    if not isinstance(model, str):
+        raise TypeError(f"model must be the model's identity digest (a str), not "
+                        f"{type(model).__name__}")
+    fp = {"version": FORMAT_VERSION, "model": model, "param_names": names, "data": list(data),
           "bounds": bounds, "loss": loss, "extra": extra}
     return _to_json(fp, tag_floats=False, where="fingerprint")
 
 
 def diff_fingerprints(stored, current):
     """List human-readable differences between two fingerprints (empty when equal), e.g.
-    ``"data[1].shape: stored [100] vs now [200]"`` or ``"model code differs"``."""
+    ``"data[1].shape: stored [100] vs now [200]"`` or ``"model: what it computes differs
+    ..."``."""
     out = []
 
     def walk(a, b, path):
@@ -141,25 +104,36 @@ def diff_fingerprints(stored, current):
                 out.append(f"{path}: stored {len(a)} entries vs now {len(b)}")
             for i, (u, v) in enumerate(zip(a, b)):
                 walk(u, v, f"{path}[{i}]")
+        elif a != b and path == "model":
+            out.append(MODEL_DIFFERS)
+        elif a != b and path.endswith(".files") and a and b:
+            out.append(f"{_named(path, stored)}: the stored data were rewritten since the "
+                       "checkpoint was written (the files' sizes or modification times differ)")
         elif a != b:
-            out.append("model code differs" if path == "model" else f"{path}: stored {a!r} vs now {b!r}")
+            out.append(f"{path}: stored {a!r} vs now {b!r}")
 
     walk(stored, current, "")
     return out
 
 
-def _checksum(arrays):
-    parts = (f"{k}|{a.dtype.str}|{a.shape}|".encode() + a.tobytes() for k, a in sorted(arrays.items()))
-    return hashlib.sha256(b"".join(parts)).hexdigest()
+def _named(path, stored):
+    """``'data[1] (y).files'`` for the path ``'data[1].files'`` of a fingerprint."""
+    m = re.match(r"data\[(\d+)\]\.(.*)", path)
+    try:
+        return f"data[{m.group(1)}] ({stored['data'][int(m.group(1))]['name']}).{m.group(2)}"
+    except (AttributeError, IndexError, KeyError, TypeError):
+        return path
 
 
-def _fsync_tree(path):
-    for root, _, files in os.walk(path):
-        for p in [os.path.join(root, f) for f in files] + [root]:
-            fd = os.open(p, os.O_RDONLY)
-            with contextlib.suppress(OSError):  # fsync of a directory fails on some filesystems
-                os.fsync(fd)
-            os.close(fd)
+def _checksum(arrays, attrs):
+    """sha256 of the arrays (names, dtypes, shapes, bytes) and of the attrs other than the
+    checksum and the completion mark, as canonical JSON."""
+    h = hashlib.sha256()
+    for k, a in sorted(arrays.items()):
+        h.update(f"{k}|{a.dtype.str}|{a.shape}|".encode() + a.tobytes())
+    meta = {k: v for k, v in attrs.items() if k not in ("checksum", "complete")}
+    h.update(json.dumps(meta, sort_keys=True, allow_nan=False).encode())
+    return h.hexdigest()
 
 
 def _write_record(parent, key, arrays, attrs):
@@ -175,8 +149,9 @@ def _write_record(parent, key, arrays, attrs):
     for k, a in arrays.items():
         fill = np.nan if a.dtype.kind in "fc" else 0  # a lost chunk reads as NaN, failing the checksum
         g.create_array(k, data=a, chunks=tuple(max(1, s) for s in a.shape) or "auto", fill_value=fill)
-    checksum = _checksum(arrays)
-    g.attrs.update({**attrs, "arrays": sorted(arrays), "checksum": checksum})
+    attrs = {**attrs, "arrays": sorted(arrays)}
+    checksum = _checksum(arrays, attrs)
+    g.attrs.update({**attrs, "checksum": checksum})
     g.attrs["complete"] = True
     return checksum
 
@@ -194,8 +169,9 @@ def _read_record(path):
         raise CheckpointError(f"{path}: metadata or data unreadable ({type(e).__name__}: {e})") from e
     if not complete:
         raise CheckpointError(f"{path}: half-written (no 'complete' mark)")
-    if _checksum(arrays) != attrs.get("checksum"):
-        raise CheckpointError(f"{path}: checksum mismatch (missing or corrupted chunks)")
+    if _checksum(arrays, attrs) != attrs.get("checksum"):
+        raise CheckpointError(f"{path}: checksum mismatch (missing or corrupted chunks, or "
+                              "edited metadata)")
     return attrs, arrays
 
 
@@ -214,66 +190,8 @@ def _read_pointer(path):
     return pointer
 
 
-def _write_json_atomic(path, obj):
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, allow_nan=False)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def refuse_links(path, what="checkpoint"):
-    """Raise :class:`CheckpointError` naming the first symbolic link at or below ``path``.
-
-    The store deletes old states and passes; through a link that would delete whatever
-    the link points to, so a store with links is not used at all.
-    """
-    if os.path.islink(path):
-        raise CheckpointError(f"{what} {path} is a symbolic link (to {os.readlink(path)}); "
-                              "nlsq_dask never writes or deletes through links: give the real "
-                              "path, or remove the link")
-    for root, dirs, files in os.walk(path):  # links to folders are listed, never entered
-        for name in dirs + files:
-            link = os.path.join(root, name)
-            if os.path.islink(link):
-                raise CheckpointError(
-                    f"{what} {path} contains a symbolic link {link} (to {os.readlink(link)}); "
-                    "nlsq_dask never deletes through links and does not use this store: "
-                    "remove the link (or the store)")
-
-
-def _no_link_on_the_way(store, path):
-    """Raise :class:`CheckpointError` if ``store`` or a folder from it down to ``path`` is a link."""
-    rel = os.path.relpath(path, store)
-    if rel.startswith(os.pardir):
-        raise CheckpointError(f"refusing to touch {path}: it is not inside the store {store}")
-    part = store
-    for name in [""] + ([] if rel == os.curdir else rel.split(os.sep)):
-        part = os.path.join(part, name) if name else part
-        if os.path.islink(part):
-            raise CheckpointError(f"checkpoint {store}: {part} is a symbolic link (to "
-                                  f"{os.readlink(part)}); nlsq_dask never writes or deletes "
-                                  "through links: remove the link")
-
-
-def _remove_tree(path, store):
-    """Delete ``path`` inside the store at ``store``, never at, below or through a link."""
-    _no_link_on_the_way(store, path)
-    if os.path.isdir(path):
-        refuse_links(path)
-        shutil.rmtree(path, ignore_errors=path != store)   # old states/passes: best effort
-
-
-def _subdirs(path):
-    try:
-        return sorted(d for d in os.listdir(path) if os.path.isdir(os.path.join(path, d)))
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
 def _n_partitions(path):
-    return sum(len(_subdirs(os.path.join(path, "passes", p))) for p in _subdirs(os.path.join(path, "passes")))
+    return sum(len(subdirs(os.path.join(path, "passes", p))) for p in subdirs(os.path.join(path, "passes")))
 
 
 def _root_attrs(path):
@@ -311,12 +229,34 @@ def _info(path, safe=False):
             "n_partitions": _n_partitions(path)}
 
 
-class CheckpointStore:
-    """One fit's checkpoint group; create it with :meth:`open`. Single writer (one client process)."""
+def _name_max(directory):
+    """The longest file name (bytes) the file system of ``directory`` allows."""
+    try:
+        return int(os.pathconf(directory, "PC_NAME_MAX"))
+    except (AttributeError, OSError, ValueError):   # no pathconf (Windows) or no answer
+        return 255
 
-    def __init__(self, path, name, fingerprint, resumed):
+
+class CheckpointStore:
+    """One fit's checkpoint group; create it with :meth:`open`, release it with :meth:`close`
+    (or use it as a context manager). One writer: the process holding its lock."""
+
+    def __init__(self, path, name, fingerprint, resumed, lock=None):
         self.path, self.name, self.fingerprint, self.resumed = path, name, fingerprint, resumed
         self._root = zarr.open_group(path, mode="r+")
+        self._lock = lock
+
+    def close(self):
+        """Release the writer's lock (the store stays; idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
 
     @classmethod
     def open(cls, checkpoint_dir, name, fingerprint, *, resume=True, fresh=False):
@@ -325,15 +265,20 @@ class CheckpointStore:
         Parameters
         ----------
         checkpoint_dir : path, created if needed; must be writable (probed first)
-        name : str of letters, digits and ``_.-`` (a trailing ``.zarr`` is dropped)
+        name : str of letters, digits and ``_.-`` (a trailing ``.zarr`` is dropped), short
+            enough for the file system's name limit
         fingerprint : dict from :func:`fingerprint_problem`; must equal the stored one to resume
         resume, fresh : bool; ``fresh=True`` or ``resume=False`` deletes an existing store and starts over
 
-        Returns a store whose ``.resumed`` says whether a state or partitions were found. Raises
-        :class:`CheckpointError` for an unwritable directory, a damaged or foreign store, or a different
-        fingerprint (the differences are listed).
+        Returns a store whose ``.resumed`` says whether a state or partitions were found; it
+        holds the store's lock until :meth:`close`. Raises :class:`CheckpointError` for an
+        unwritable directory, a name too long, a store in use by another process, a damaged
+        or foreign store, or a different fingerprint (the differences are listed).
         """
         cdir = os.path.abspath(os.fspath(checkpoint_dir))
+        name = str(name).removesuffix(".zarr")
+        if not _SAFE.match(name):
+            raise CheckpointError(f"{cdir}: checkpoint name {name!r} must match {_SAFE.pattern}")
         probe = os.path.join(cdir, f".nlsq_dask_probe-{os.getpid()}")
         try:
             os.makedirs(cdir, exist_ok=True)
@@ -341,35 +286,64 @@ class CheckpointStore:
             os.remove(probe)
         except OSError as e:
             raise CheckpointError(f"checkpoint directory {cdir} is not writable ({e})") from e
-        name = str(name).removesuffix(".zarr")
-        if not _SAFE.match(name):
-            raise CheckpointError(f"{cdir}: checkpoint name {name!r} must match {_SAFE.pattern}")
+        limit = _name_max(cdir) - _NAME_ROOM
+        if len(os.fsencode(name)) > limit:
+            raise CheckpointError(
+                f"{cdir}: checkpoint name {name[:40]!r}... is {len(os.fsencode(name))} bytes; "
+                f"this file system allows checkpoint names of at most {limit} bytes: give a "
+                "shorter checkpoint name (checkpoint_name=)")
         path = os.path.join(cdir, name + ".zarr")
         fingerprint = _to_json(fingerprint, tag_floats=False, where="fingerprint")
+        lock = StoreLock(path).acquire()
+        try:
+            return cls._open_locked(path, name, fingerprint, lock, resume and not fresh)
+        except BaseException:
+            lock.release()
+            raise
+
+    @classmethod
+    def _open_locked(cls, path, name, fingerprint, lock, resume):
+        cdir = os.path.dirname(path)
+        for d in subdirs(cdir):   # stores whose creation was interrupted (their lock is ours)
+            if d.startswith(name + ".zarr" + _PARTIAL):
+                with writing(path, "(removing) an interrupted new store"):
+                    remove_tree(os.path.join(cdir, d), os.path.join(cdir, d))
         if os.path.lexists(path):
             refuse_links(path)
             try:
                 attrs = _root_attrs(path)
             except CheckpointError as e:
-                if (resume and not fresh) or "not an nlsq_dask" in str(e):  # never delete foreign data
+                if resume or "not an nlsq_dask" in str(e):  # never delete foreign data
                     raise
-            if fresh or not resume:
+            if not resume:
                 logger.info("nlsq_dask: discarding checkpoint %s", path)
-                _remove_tree(path, path)
+                with writing(path, "(removing) the old store"):
+                    remove_tree(path, path)
             else:
                 diffs = diff_fingerprints(attrs.get("fingerprint"), fingerprint)
                 if diffs:
                     raise CheckpointError(f"checkpoint {path} was written for another problem: "
                                           f"{'; '.join(diffs)}; {_FRESH_HINT}")
                 resumed = os.path.exists(os.path.join(path, "CURRENT.json")) or _n_partitions(path) > 0
-                return cls(path, name, fingerprint, resumed)
-        meta = {FORMAT_KEY: FORMAT_VERSION, "created": _now(), "fingerprint": fingerprint}
-        zarr.open_group(path, mode="w").attrs.update(meta)
-        return cls(path, name, fingerprint, False)
+                return cls(path, name, fingerprint, resumed, lock)
+        meta = {FORMAT_KEY: FORMAT_VERSION, "created": now(), "fingerprint": fingerprint}
+        partial = f"{path}{_PARTIAL}{os.getpid()}"
+        try:
+            with writing(path, "a new store", kept=False):     # built aside, renamed into place
+                zarr.open_group(partial, mode="w").attrs.update(meta)
+                fsync_tree(partial)
+                os.rename(partial, path)
+        except BaseException:
+            if os.path.isdir(partial):
+                remove_tree(partial, partial)
+            raise
+        return cls(path, name, fingerprint, False, lock)
 
     def save_config(self, config):
         """Store the resolved fit configuration (JSON-safe dict) in the root attributes."""
-        self._root.attrs["config"] = _to_json(config, where="config")
+        config = _to_json(config, where="config")
+        with writing(self.path, "the configuration"):
+            self._root.attrs["config"] = config
 
     def save_state(self, iteration, arrays, scalars):
         """Atomically store the solver state: numeric ``arrays`` (kept as float64/int64/bool/complex128)
@@ -377,16 +351,37 @@ class CheckpointStore:
         old = _read_pointer(self.path)
         it = int(iteration)
         key = f"{it}-b" if old and old["state"] == str(it) else str(it)  # never overwrite the current state
-        attrs = {"iteration": it, "saved": _now(), "scalars": _to_json(scalars, where="scalars")}
-        _no_link_on_the_way(self.path, os.path.join(self.path, "states"))
-        checksum = _write_record(self._root.require_group("states"), key, arrays, attrs)
-        _fsync_tree(os.path.join(self.path, "states", key))
-        pointer = {"state": key, "iteration": it, "checksum": checksum, "updated": _now()}
-        _write_json_atomic(os.path.join(self.path, "CURRENT.json"), pointer)
+        attrs = {"iteration": it, "saved": now(), "scalars": _to_json(scalars, where="scalars")}
+        no_link_on_the_way(self.path, os.path.join(self.path, "states"))
+        with writing(self.path, f"state {key}"):
+            checksum = _write_record(self._root.require_group("states"), key, arrays, attrs)
+            fsync_tree(os.path.join(self.path, "states", key))
+            pointer = {"state": key, "iteration": it, "checksum": checksum, "updated": now()}
+            write_json_atomic(os.path.join(self.path, "CURRENT.json"), pointer)
         keep = {key, old["state"] if old else key}
-        for d in _subdirs(os.path.join(self.path, "states")):
+        for d in subdirs(os.path.join(self.path, "states")):
             if d not in keep:
-                _remove_tree(os.path.join(self.path, "states", d), self.path)
+                remove_tree(os.path.join(self.path, "states", d), self.path)
+
+    def save_summaries(self, summaries):
+        """Store the data summary of every partition (``(n_partitions, k)``), once: a
+        resumed fit checks the partitions it computes again against them."""
+        no_link_on_the_way(self.path, os.path.join(self.path, "summaries"))
+        with writing(self.path, "the data summaries"):
+            _write_record(self._root, "summaries", {"summaries": summaries}, {})
+            fsync_tree(os.path.join(self.path, "summaries"))
+
+    def load_summaries(self):
+        """The stored data summaries, or None if none were stored (or they are half-written)."""
+        path = os.path.join(self.path, "summaries")
+        if not os.path.isdir(path):
+            return None
+        try:
+            return _read_record(path)[1]["summaries"]
+        except CheckpointError as e:
+            if "half-written" in str(e):
+                return None
+            raise CheckpointError(f"checkpoint {self.path} is damaged: {e}; {_FRESH_HINT}") from e
 
     def load_state(self):
         """Return ``(iteration, arrays, scalars)`` of the current state, None if none; raise
@@ -407,9 +402,10 @@ class CheckpointStore:
         """Atomically store the statistics of one finished block of pass ``pass_key`` ('it0007-p0012')."""
         if not _SAFE.match(str(pass_key)):
             raise ValueError(f"pass_key {pass_key!r} must match {_SAFE.pattern}")
-        _no_link_on_the_way(self.path, os.path.join(self.path, "passes", str(pass_key)))
-        group = self._root.require_group("passes").require_group(str(pass_key))
-        _write_record(group, str(int(block_index)), stats, {"block_index": int(block_index)})
+        no_link_on_the_way(self.path, os.path.join(self.path, "passes", str(pass_key)))
+        with writing(self.path, f"a partition of pass {pass_key}"):
+            group = self._root.require_group("passes").require_group(str(pass_key))
+            _write_record(group, str(int(block_index)), stats, {"block_index": int(block_index)})
 
     def save_partitions(self, pass_key, batch):
         """Store several finished blocks ``{block_index: stats}`` as one record (fewer, larger writes)."""
@@ -419,16 +415,17 @@ class CheckpointStore:
         names = sorted(batch[idx[0]])
         arrays = {n: np.stack([np.asarray(batch[i][n]) for i in idx]) for n in names}
         arrays["block_index"] = np.asarray(idx, dtype=np.int64)
-        _no_link_on_the_way(self.path, os.path.join(self.path, "passes", str(pass_key)))
-        group = self._root.require_group("passes").require_group(str(pass_key))
-        _write_record(group, f"batch{idx[0]}-{len(idx)}", arrays, {"blocks": idx})
+        no_link_on_the_way(self.path, os.path.join(self.path, "passes", str(pass_key)))
+        with writing(self.path, f"finished partitions of pass {pass_key}"):
+            group = self._root.require_group("passes").require_group(str(pass_key))
+            _write_record(group, f"batch{idx[0]}-{len(idx)}", arrays, {"blocks": idx})
 
     def load_partitions(self, pass_key):
         """Return ``{block_index: stats}`` of the complete, checksum-valid blocks of ``pass_key``
         (half-written blocks are skipped silently, corrupted ones with a warning: both get recomputed)."""
         base = os.path.join(self.path, "passes", str(pass_key))
         out = {}
-        for d in _subdirs(base):
+        for d in subdirs(base):
             try:
                 if d.startswith("batch"):
                     arrays = _read_record(os.path.join(base, d))[1]
@@ -443,9 +440,9 @@ class CheckpointStore:
 
     def clear_passes(self, keep=None):
         """Delete the partition data of every pass except ``keep``."""
-        for d in _subdirs(os.path.join(self.path, "passes")):
+        for d in subdirs(os.path.join(self.path, "passes")):
             if d != keep:
-                _remove_tree(os.path.join(self.path, "passes", d), self.path)
+                remove_tree(os.path.join(self.path, "passes", d), self.path)
 
     def info(self):
         """Summary dict: name, path, fingerprint summary, iteration, cost, created, updated, n_partitions."""
@@ -455,7 +452,7 @@ class CheckpointStore:
 def list_checkpoints(checkpoint_dir):
     """Return the info of each ``*.zarr`` fit in ``checkpoint_dir`` (damaged ones with an ``error`` field)."""
     cdir = os.path.abspath(os.fspath(checkpoint_dir))
-    return [_info(os.path.join(cdir, d), safe=True) for d in _subdirs(cdir) if d.endswith(".zarr")]
+    return [_info(os.path.join(cdir, d), safe=True) for d in subdirs(cdir) if d.endswith(".zarr")]
 
 
 def inspect_checkpoint(path):

@@ -64,8 +64,10 @@ class PassRunner:
         self.chunks = arrays[0].chunks[0]
         self.max_block = int(max(self.chunks))
         self.tile = tile_for(self.max_block)
-        # Stable across passes and processes: workers cache their jitted kernel under it.
-        self.token = dask.base.tokenize(spec.func, spec.param_names, spec.x_form)
+        # What the model computes (its jaxpr), stable across passes and processes:
+        # workers cache their jitted kernel under it, and an edited model never hits it.
+        self.token = dask.base.tokenize(spec.identity, spec.param_names, spec.x_form,
+                                        spec.n_inputs)
         self.n_passes = 0
         self.gpu = client is not None and workers_have_gpus(client)
         self.ledger = PartitionLedger(self.chunks, spec.n_params, source)
@@ -173,6 +175,10 @@ class PassRunner:
                 # finished work, and writes stay a small fraction of a pass. After the last
                 # partition nothing is flushed: the state saved after this pass covers it.
                 if not final and time.perf_counter() - last_flush[0] >= FLUSH_SECONDS:
+                    # checked before they are stored: a resume must not find data that
+                    # differ from the fit's in its store
+                    idx = sorted(pending)
+                    self.ledger.check(np.concatenate([done[j][-1] for j in idx]), idx)
                     store.save_partitions(pass_key, dict(pending))
                     pending.clear()
                     last_flush[0] = time.perf_counter()
@@ -255,10 +261,6 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
     ``checkpoint_frequency`` passes and finished partitions within a pass, and a
     stored fit of the same problem is resumed (``resume=True``).
     """
-    import jax
-
-    from ..solver import LMState, lm_init, lm_step
-
     c = selection.config
     ckpt = None
     if c.enable_checkpoints:
@@ -269,10 +271,25 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
         ckpt = FitCheckpoint.open(spec, inputs, arrays, lb, ub, c, x0, name=checkpoint_name,
                                   resume=resume, fresh=checkpoint_fresh)
         ckpt.tolerances = [float(opts.ftol), float(opts.xtol), float(opts.gtol)]
-    runner = runner if runner is not None else make_runner(spec, inputs, selection, client)
+    try:
+        runner = runner if runner is not None else make_runner(spec, inputs, selection, client)
+        if ckpt is not None:
+            ckpt.seed_ledger(runner.ledger)
+        return _iterate(runner, ckpt, x0, opts, c.reduction, inputs.n_points, progress)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+
+
+def _iterate(runner, ckpt, x0, opts, reduction, n_points, progress) -> EngineOutput:
+    """The LM loop of :func:`run_dask` over ``runner``'s passes (checkpointed with ``ckpt``)."""
+    import jax
+
+    from ..solver import LMState, lm_init, lm_step
+
     init = jax.jit(lm_init, static_argnames="reduction")
     step = jax.jit(lm_step, static_argnames="reduction")
-    show = ProgressLine(progress, inputs.n_points)
+    show = ProgressLine(progress, n_points)
     computed = 0
 
     def run_pass(params, nfev):
@@ -282,6 +299,7 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
             return runner(params)
         stats, n = runner.checkpointed(params, ckpt.store, ckpt.pass_key(nfev, params))
         computed += n
+        ckpt.save_summaries(runner.ledger)
         return stats
 
     t0 = time.perf_counter()
@@ -297,7 +315,7 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
         log.info("resuming %s at pass %d", ckpt.path, resumed_at)
     else:
         tp = time.perf_counter()
-        state = jax.device_get(init(x0, run_pass(x0, 0), opts, reduction=c.reduction))
+        state = jax.device_get(init(x0, run_pass(x0, 0), opts, reduction=reduction))
         show(state, time.perf_counter() - tp)
         history, resumed_at = [_entry(state, t0)], None
         if ckpt is not None:
@@ -305,7 +323,7 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
     while not bool(state.done):
         tp = time.perf_counter()
         stats = run_pass(state.x_trial, int(state.nfev))
-        state = jax.device_get(step(state, stats, opts, reduction=c.reduction))
+        state = jax.device_get(step(state, stats, opts, reduction=reduction))
         show(state, time.perf_counter() - tp)
         if bool(state.accepted) and int(state.nit) > history[-1]["iteration"]:
             history.append(_entry(state, t0))

@@ -45,8 +45,7 @@ class FitContext:
 
     @property
     def in_memory(self) -> bool:
-        c = self.selection.config
-        return self.selection.tier is WorkflowTier.STANDARD and not c.enable_checkpoints
+        return self.selection.tier is WorkflowTier.STANDARD
 
     def data(self):
         """``(xs, y, w)`` materialised once per fit (the fit, multi-start and validation share it)."""

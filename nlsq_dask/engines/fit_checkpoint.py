@@ -13,7 +13,9 @@ import re
 
 import numpy as np
 
+from ..errors import CheckpointError
 from .checkpoint import CheckpointStore, fingerprint_problem
+from .sources import stored_files_digest
 
 DEFAULT_DIR = "./nlsq_checkpoints"
 
@@ -30,10 +32,10 @@ def problem_fingerprint(spec, inputs, arrays, lb, ub, config, p0) -> dict:
     names = [f"x[{i}]" for i in range(inputs.n_inputs)] + ["y"] + (
         ["sigma"] if inputs.sigma is not None else [])
     data = [dict(name=n, shape=[int(s) for s in src.shape], chunks=[int(c) for c in arr.chunks[0]],
-                 dtype=str(src.dtype), token=_array_token(src))
+                 dtype=str(src.dtype), token=_array_token(src), files=stored_files_digest(src))
             for n, src, arr in zip(names, sources, arrays)]
     return fingerprint_problem(
-        model=spec.func, param_names=list(spec.param_names), data=data, bounds=(lb, ub),
+        model=spec.identity, param_names=list(spec.param_names), data=data, bounds=(lb, ub),
         loss=config.loss, extra=dict(x_form=spec.x_form, reduction=config.reduction,
                                      f_scale=float(config.f_scale), p0=np.asarray(p0).tolist()))
 
@@ -47,6 +49,7 @@ class FitCheckpoint:
         self.tolerances: list[float] | None = None
         #: the tolerances the loaded state was computed with (None: not recorded)
         self.stored_tolerances: list[float] | None = None
+        self._summaries_saved = False
 
     @classmethod
     def open(cls, spec, inputs, arrays, lb, ub, config, p0, *, name=None, resume=True,
@@ -56,7 +59,11 @@ class FitCheckpoint:
         fp = problem_fingerprint(spec, inputs, arrays, lb, ub, config, p0)
         store = CheckpointStore.open(config.checkpoint_dir or DEFAULT_DIR, name, fp,
                                      resume=resume, fresh=fresh)
-        store.save_config(config.to_dict())
+        try:
+            store.save_config(config.to_dict())
+        except BaseException:
+            store.close()
+            raise
         return cls(store, config.checkpoint_frequency)
 
     @property
@@ -71,11 +78,37 @@ class FitCheckpoint:
         _, arrays, scalars = loaded
         self.stored_tolerances = scalars.get("tolerances")
         flat, fields, offset = arrays["state"], {}, 0
-        for name, shape, dtype in scalars["layout"]:
+        layout = scalars.get("layout") or []
+        names = [entry[0] for entry in layout]
+        if names != list(state_type._fields) or any(
+                np.dtype(dtype).kind not in "biuf" for _, _, dtype in layout) or \
+                sum(int(np.prod(shape)) for _, shape, _ in layout) != flat.size:
+            raise CheckpointError(
+                f"checkpoint {self.path}: its state's layout {names} does not describe this "
+                f"version's solver state {list(state_type._fields)}; pass "
+                "checkpoint_fresh=True to start over")
+        for name, shape, dtype in layout:
             size = int(np.prod(shape))
             fields[name] = flat[offset:offset + size].reshape(shape).astype(dtype)
             offset += size
         return state_type(**fields), scalars["history"]
+
+    def seed_ledger(self, ledger) -> None:
+        """Give ``ledger`` the data summaries stored when the partitions were first
+        computed, so the first pass after a resume catches data changed since."""
+        stored = self.store.load_summaries() if self.store.resumed else None
+        if stored is not None:
+            ledger.seed(stored, f"checkpoint {self.path}")
+
+    def save_summaries(self, ledger) -> None:
+        """Store the ledger's summaries once it has seen every partition (once a store)."""
+        if ledger.counted and ledger.origin is None and not self._summaries_saved:
+            self.store.save_summaries(ledger.first)
+            self._summaries_saved = True
+
+    def close(self) -> None:
+        """Release the store's lock."""
+        self.store.close()
 
     def save(self, state, history, force: bool = False) -> None:
         """Store the state every ``frequency`` passes (and when ``force``)."""

@@ -11,6 +11,10 @@ with σ ≤ 0). The :class:`PartitionLedger` keeps the first summary of each par
 * on every later pass, stops with :class:`~nlsq_dask.errors.DataChangedError` naming
   the partition when its summary differs: its source was rewritten, lost a chunk or
   returns other values between passes, and iterating on would mix two datasets.
+
+A resumed checkpointed fit seeds the ledger (:meth:`~PartitionLedger.seed`) with the
+summaries stored when the partitions were first computed, so data changed between the
+runs are caught in the first pass after the resume.
 """
 
 from __future__ import annotations
@@ -76,6 +80,18 @@ class PartitionLedger:
         self.first: np.ndarray | None = None
         self.seen = np.zeros(len(chunks), dtype=bool)
         self.counted = False
+        self.origin: str | None = None
+
+    def seed(self, first: np.ndarray, origin: str) -> None:
+        """Start from the summaries of an earlier run (``(n_partitions, k)``), e.g. those
+        stored in the checkpoint named by ``origin``, already checked when recorded."""
+        first = np.asarray(first, dtype=np.float64)
+        if first.shape != (len(self.seen), len(SUMMARY_FIELDS)):
+            raise ValueError(f"{origin}: stored data summaries have shape {first.shape}, "
+                             f"expected {(len(self.seen), len(SUMMARY_FIELDS))}")
+        self.first, self.origin = first.copy(), origin
+        self.seen[:] = True
+        self.counted = True
 
     def _where(self, i: int) -> str:
         src = f" of {self.source}" if self.source else ""
@@ -113,6 +129,11 @@ class PartitionLedger:
             if which[0] else []
         changes += [f"{name} {before[s]:.17g} -> {now[s]:.17g}"
                     for (name, s, _), hit in zip(_SUMS, which[1:]) if hit]
+        if self.origin is not None:
+            raise DataChangedError(
+                f"the data of {self._where(i)} differ from the data {self.origin} was "
+                f"written for ({'; '.join(changes)}): resuming would mix two datasets. "
+                "Fit the original data, or start over with checkpoint_fresh=True")
         raise DataChangedError(
             f"the data of {self._where(i)} changed between passes of this fit "
             f"({'; '.join(changes)}): its source was rewritten, lost a chunk or returns "

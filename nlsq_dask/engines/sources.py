@@ -8,12 +8,17 @@ xarray's lazy wrapper of it) in one graph layer. From it:
   or, with a NaN fill, the points would silently drop out;
 * :func:`guard_reads` puts a :class:`CheckedSource` in the layer's place, so a failing
   read (a corrupt chunk: "Zstd decompression error") says which input, chunk, points
-  and store it was.
+  and store it was;
+* :func:`stored_files_digest` digests the sizes and modification times of the files
+  of stores on a local file system (no chunk is read), so a checkpoint notices data
+  rewritten in place with the same shape and chunks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 
 import numpy as np
 
@@ -172,6 +177,55 @@ def guard_reads(array, name: str):
         layers[layer_name] = MaterializedLayer({key: CheckedSource(obj, z, name)})
     graph = HighLevelGraph(layers, dict(array.dask.dependencies))
     return da.Array(graph, array.name, array.chunks, meta=array._meta)
+
+
+def _file_listing(z) -> list[str] | None:
+    """``'name|size|modified'`` for every file of the zarr array ``z``, from a listing of
+    its store (local folders by ``os.stat``, fsspec file systems by ``find``, which gives
+    object stores' sizes and ETags or modification times); None if the store is not a
+    file system."""
+    store = getattr(z, "store", None)
+    rel = str(getattr(z, "path", "") or "")
+    root = getattr(store, "root", None)
+    if root is not None and os.path.isdir(root):                   # zarr.storage.LocalStore
+        top = os.path.join(os.fspath(root), *rel.split("/"))
+        out = []
+        for folder, subdirs, files in os.walk(top):
+            subdirs.sort()
+            for name in sorted(files):
+                st = os.stat(os.path.join(folder, name))
+                out.append(f"{os.path.relpath(os.path.join(folder, name), top)}|{st.st_size}|"
+                           f"{st.st_mtime_ns}")
+        return out
+    fs = getattr(store, "fs", None)
+    if fs is None or not hasattr(fs, "find"):                       # memory stores and others
+        return None
+    top = "/".join(p for p in (str(getattr(store, "path", "")).rstrip("/"), rel) if p)
+    keys = ("size", "mtime", "LastModified", "ETag", "etag", "md5Hash", "updated")
+    if getattr(fs, "async_impl", False):        # zarr's stores are async: run it on zarr's loop
+        from zarr.core.sync import sync
+
+        found = sync(fs._find(top, detail=True))
+    else:
+        found = fs.find(top, detail=True)
+    return [f"{name}|" + "|".join(str(info.get(k)) for k in keys if info.get(k) is not None)
+            for name, info in sorted(found.items())]
+
+
+def stored_files_digest(array) -> str | None:
+    """sha256 of the names, sizes and modification times (or ETags) of every file of the
+    zarr arrays behind ``array`` (a dask array), or None when none is on a file system.
+    Reads no chunk: it lists the stores."""
+    if not hasattr(array, "dask"):
+        return None
+    h, found = hashlib.sha256(), False
+    for text in sorted({describe(z) for _, _, _, z in _source_layers(array)}):
+        z = next(z for _, _, _, z in _source_layers(array) if describe(z) == text)
+        listing = _file_listing(z)
+        if listing is not None:
+            found = True
+            h.update((text + "\n" + "\n".join(listing)).encode())
+    return h.hexdigest() if found else None
 
 
 def describe_sources(arrays) -> str:

@@ -52,6 +52,7 @@ import numpy as np
 
 from .compile_options import jit_vectorised
 from .covariance import batched_covariance
+from .model import ModelSpec
 from .pixel_stats import clean_points, make_pixel_stats, point_model
 from .trust_region import cl_scaling
 
@@ -166,10 +167,12 @@ class _Options(NamedTuple):
 
 
 @lru_cache(maxsize=64)
-def _compiled(func: Callable, x_form: str, p: int, x_shared: tuple, loss: tuple,
-              n_points: int, tile: int):
-    """The jitted ``advance`` for one tile shape ``(tile, n_points)``."""
-    stats = make_pixel_stats(point_model(func, x_form, p, x_shared, n_points, tile), p, loss)
+def _compiled(model: ModelSpec, x_shared: tuple, loss: tuple, n_points: int, tile: int):
+    """The jitted ``advance`` for one tile shape ``(tile, n_points)``, cached under what
+    ``model`` computes (:attr:`ModelSpec.identity`), not under its function object."""
+    p = model.n_params
+    stats = make_pixel_stats(point_model(model.func, model.x_form, p, x_shared, n_points, tile),
+                             p, loss)
 
     def body(s: _State, data, lb, ub, opts: _Options) -> _State:
         # parameters held at a bound by their gradient stay fixed (projected Newton)
@@ -248,7 +251,7 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
     ----------
     func : callable
         ``func(x, *params)`` written with ``jax.numpy``, pointwise in ``x`` (as for
-        :func:`nlsq_dask.fit`); compiled solvers are cached on it.
+        :func:`nlsq_dask.fit`); compiled solvers are cached under what it computes.
     n_params : int
     xs : tuple of arrays
         Each ``(N,)`` (shared by all pixels) or ``(B, N)`` (per pixel).
@@ -273,8 +276,9 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
     B, N = y.shape
     pow2 = lambda k: 1 << (max(int(k), 1) - 1).bit_length()        # noqa: E731
     tile = int(min(tile, max(64, pow2(B))))                         # few shapes: few compiles
-    advance = _compiled(func, x_form, int(n_params), tuple(x.ndim == 1 for x in xs),
-                        (str(loss), float(f_scale)), N, tile)
+    model = ModelSpec(func, tuple(f"p{i}" for i in range(int(n_params))), x_form, len(xs))
+    advance = _compiled(model, tuple(x.ndim == 1 for x in xs), (str(loss), float(f_scale)), N,
+                        tile)
     opts = _Options(f64(ftol), f64(xtol), f64(gtol),
                     np.int64(100 * n_params if max_nfev is None else max_nfev))
     p = int(n_params)

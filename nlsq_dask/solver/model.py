@@ -8,16 +8,25 @@ slice of each), and :meth:`ModelSpec.evaluate` rebuilds the user's form.
 
 from __future__ import annotations
 
+import hashlib
 import inspect
+import re
+import uuid
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable, Sequence
 
 import jax.numpy as jnp
+import numpy as np
 
 X_FORMS = ("vector", "stacked", "tuple")
+# points the identity is traced on (any length works: a pointwise model's jaxpr differs
+# only in shapes)
+IDENTITY_POINTS = 8
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ModelSpec:
     """A model function plus how to call it.
 
@@ -32,6 +41,11 @@ class ModelSpec:
         tuple of 1-D arrays.
     n_inputs : int
         Number of independent variables ``k``.
+
+    Two specs are equal when they take the same inputs and parameters and compute the
+    same thing (:attr:`identity`), whatever function objects they hold: compiled
+    kernels are cached under it, so a redefined but identical model reuses them and an
+    edited one (a changed constant, a rebound global, a reloaded helper) never does.
     """
 
     func: Callable
@@ -43,10 +57,58 @@ class ModelSpec:
     def n_params(self) -> int:
         return len(self.param_names)
 
+    @cached_property
+    def identity(self) -> str:
+        """sha256 of what the model computes: see :func:`model_identity`."""
+        return model_identity(self)
+
+    def _key(self):
+        return (self.identity, self.param_names, self.x_form, self.n_inputs)
+
+    def __eq__(self, other):
+        return isinstance(other, ModelSpec) and self._key() == other._key()
+
+    def __hash__(self):
+        return hash(self._key())
+
     def evaluate(self, xs: Sequence, params) -> jnp.ndarray:
         """Model values at the inputs ``xs`` (a tuple of 1-D arrays)."""
         out = self.func(model_input(xs, self.x_form), *[params[i] for i in range(self.n_params)])
         return jnp.broadcast_to(jnp.asarray(out), xs[0].shape)
+
+
+def model_identity(spec: ModelSpec) -> str:
+    """sha256 of the jaxpr of the model's value and its derivative in the parameters,
+    traced on abstract inputs, and of the constants it closes over.
+
+    The jaxpr is what JAX compiles, so the digest covers everything the model computes:
+    its code, closures, module-level constants, globals it looks up (``FUNC =
+    jnp.expm1``), helpers in other modules and custom derivative rules. Code that
+    computes the same thing gets the same digest. A model JAX cannot differentiate is
+    digested by its value alone; one it cannot trace at all (refused before any fit) gets
+    a digest no other model shares.
+    """
+    import jax
+
+    point = jax.ShapeDtypeStruct((IDENTITY_POINTS,), np.float64)
+    params = jax.ShapeDtypeStruct((spec.n_params,), np.float64)
+    xs = (point,) * spec.n_inputs
+
+    def value_and_derivative(xs, p, t):
+        return jax.jvp(lambda q: spec.evaluate(xs, q), (p,), (t,))
+
+    try:
+        closed = jax.make_jaxpr(value_and_derivative)(xs, params, params)
+    except Exception:  # noqa: BLE001 - e.g. a callback without a derivative rule
+        try:
+            closed = jax.make_jaxpr(spec.evaluate)(xs, params)
+        except Exception:  # noqa: BLE001 - check_model reports why, before any fit
+            return f"untraceable-{uuid.uuid4().hex}"
+    h = hashlib.sha256(_ADDRESS.sub("", str(closed.jaxpr)).encode())
+    for const in closed.consts:
+        a = np.asarray(const)
+        h.update(f"{a.dtype.str}{a.shape}".encode() + np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()
 
 
 def model_input(xs: Sequence, x_form: str):

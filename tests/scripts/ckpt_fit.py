@@ -7,6 +7,7 @@
 pass; a rerun resumes from ``DIR/expdecay.zarr``. The result (popt, nfev, extras) is written as JSON
 to ``--out`` only when the fit finishes. ``--flush-seconds 0`` stores every finished partition at
 once (the engine batches them by default), so a kill mid-pass leaves finished partitions to reuse.
+``--wait-for FILE`` holds the fit after its first pass until FILE exists (a second writer's test).
 """
 import argparse
 import json
@@ -29,6 +30,8 @@ def main(argv=None):
     ap.add_argument("--fresh", action="store_true")
     ap.add_argument("--flush-seconds", type=float, default=None,
                     help="store finished partitions at most this often (default: the engine's)")
+    ap.add_argument("--wait-for", default=None,
+                    help="after the first pass, wait until this file exists")
     args = ap.parse_args(argv)
 
     handler = logging.StreamHandler(sys.stdout)
@@ -36,6 +39,20 @@ def main(argv=None):
     log = logging.getLogger("nlsq_dask")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
+    if args.wait_for:
+        import time
+
+        class Hold(logging.Handler):
+            held = False
+
+            def emit(self, record):
+                if not self.held and record.getMessage().startswith("pass "):
+                    self.held = True
+                    print("HOLDING", flush=True)
+                    while not os.path.exists(args.wait_for):
+                        time.sleep(0.05)
+
+        log.addHandler(Hold())
 
     import dask
     import dask.array as da
