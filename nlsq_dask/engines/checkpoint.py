@@ -11,7 +11,6 @@ and renamed into place, so an interrupted first write leaves no store at all. No
 (non-finite floats tagged ``{"__float__": "nan"}``) and numeric arrays only. One writing process, which
 holds ``<name>.zarr.lock`` (:class:`~nlsq_dask.engines.store_files.StoreLock`) until the fit ends.
 """
-import enum
 import hashlib
 import json
 import logging
@@ -22,6 +21,7 @@ import numpy as np
 import zarr
 
 from ..errors import CheckpointError
+from .fingerprint import diff_fingerprints, fingerprint_problem, from_json, to_json  # noqa: F401
 from .store_files import (StoreLock, fsync_tree, no_link_on_the_way, now, refuse_links,
                           remove_tree, subdirs, write_json_atomic, writing)
 
@@ -32,97 +32,11 @@ FORMAT_KEY = "nlsq_dask_checkpoint"
 FORMAT_VERSION = 3
 _SAFE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
 _DTYPES = {"b": "|b1", "i": "<i8", "u": "<i8", "f": "<f8", "c": "<c16"}
-MODEL_DIFFERS = ("model: what it computes differs (its code, a constant or global it reads, or a "
-                 "helper it calls changed)")
 _FRESH_HINT = "pass fresh=True (fit(..., checkpoint_fresh=True)) to start over"
 
 _PARTIAL = ".partial-"       # <name>.zarr.partial-<pid>: a store being created
 # the longest file name a store needs beside the name itself (".zarr.partial-" + a pid)
 _NAME_ROOM = len(".zarr" + _PARTIAL) + 10
-
-
-def _to_json(obj, tag_floats=True, where="value"):
-    """Convert ``obj`` to JSON-safe data; non-finite floats become tags (or plain strings)."""
-    obj = obj.value if isinstance(obj, enum.Enum) else obj
-    obj = obj.tolist() if isinstance(obj, (np.ndarray, np.generic)) else obj
-    obj = os.fspath(obj) if isinstance(obj, os.PathLike) else obj
-    if obj is None or isinstance(obj, (bool, str, int)):
-        return obj
-    if isinstance(obj, float):
-        text = "nan" if obj != obj else "inf" if obj == np.inf else "-inf" if obj == -np.inf else None
-        return obj if text is None else {"__float__": text} if tag_floats else text
-    if isinstance(obj, dict):
-        return {str(k): _to_json(v, tag_floats, f"{where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_to_json(v, tag_floats, f"{where}[{i}]") for i, v in enumerate(obj)]
-    raise TypeError(f"{where}: {type(obj).__name__} is not JSON-serialisable (checkpoints hold no pickle)")
-
-
-def _from_json(obj):
-    """Inverse of :func:`_to_json` with tagged floats."""
-    hook = lambda d: float(d["__float__"]) if set(d) == {"__float__"} else d  # noqa: E731
-    return json.loads(json.dumps(obj), object_hook=hook)
-
-
-def fingerprint_problem(*, model, param_names, data, bounds=None, loss="linear", extra=None):
-    """Describe a fitting problem as a JSON-safe dict for resume checks.
-
-    Parameters
-    ----------
-    model : str
-        What the model computes, e.g. :attr:`~nlsq_dask.solver.ModelSpec.identity` (a
-        digest of its jaxpr: code, constants, globals and helpers included)
-    param_names : sequence of str
-    data : list of dict, e.g. ``{'name': 'y', 'shape', 'chunks', 'dtype', 'token'}`` per array
-    bounds : (lb, ub) or None, broadcast per parameter; infinities stored as ``'inf'``/``'-inf'``
-    loss : str
-    extra : JSON-safe, anything else that must match on resume
-    """
-    names = [str(n) for n in param_names]
-    if bounds is not None:
-        bounds = [np.broadcast_to(np.asarray(b, dtype=float), (len(names),)).tolist() for b in bounds]
-    if not isinstance(model, str):
-        raise TypeError(f"model must be the model's identity digest (a str), not "
-                        f"{type(model).__name__}")
-    fp = {"version": FORMAT_VERSION, "model": model, "param_names": names, "data": list(data),
-          "bounds": bounds, "loss": loss, "extra": extra}
-    return _to_json(fp, tag_floats=False, where="fingerprint")
-
-
-def diff_fingerprints(stored, current):
-    """List human-readable differences between two fingerprints (empty when equal), e.g.
-    ``"data[1].shape: stored [100] vs now [200]"`` or ``"model: what it computes differs
-    ..."``."""
-    out = []
-
-    def walk(a, b, path):
-        if isinstance(a, dict) and isinstance(b, dict):
-            for k in list(a) + [k for k in b if k not in a]:
-                walk(a.get(k), b.get(k), f"{path}.{k}" if path else k)
-        elif isinstance(a, list) and isinstance(b, list) and any(isinstance(v, (dict, list)) for v in a + b):
-            if len(a) != len(b):
-                out.append(f"{path}: stored {len(a)} entries vs now {len(b)}")
-            for i, (u, v) in enumerate(zip(a, b)):
-                walk(u, v, f"{path}[{i}]")
-        elif a != b and path == "model":
-            out.append(MODEL_DIFFERS)
-        elif a != b and path.endswith(".files") and a and b:
-            out.append(f"{_named(path, stored)}: the stored data were rewritten since the "
-                       "checkpoint was written (the files' sizes or modification times differ)")
-        elif a != b:
-            out.append(f"{path}: stored {a!r} vs now {b!r}")
-
-    walk(stored, current, "")
-    return out
-
-
-def _named(path, stored):
-    """``'data[1] (y).files'`` for the path ``'data[1].files'`` of a fingerprint."""
-    m = re.match(r"data\[(\d+)\]\.(.*)", path)
-    try:
-        return f"data[{m.group(1)}] ({stored['data'][int(m.group(1))]['name']}).{m.group(2)}"
-    except (AttributeError, IndexError, KeyError, TypeError):
-        return path
 
 
 def _checksum(arrays, attrs):
@@ -224,7 +138,7 @@ def _info(path, safe=False):
     summary = {"model": str(fp.get("model", ""))[:12], "param_names": fp.get("param_names"),
                "n_data": len(fp.get("data") or []), "loss": fp.get("loss")}
     return {**base, "fingerprint": summary, "iteration": st.get("iteration"),
-            "cost": _from_json(st.get("scalars", {})).get("cost"), "created": attrs.get("created"),
+            "cost": from_json(st.get("scalars", {})).get("cost"), "created": attrs.get("created"),
             "updated": pointer.get("updated") if pointer else attrs.get("created"),
             "n_partitions": _n_partitions(path)}
 
@@ -293,7 +207,7 @@ class CheckpointStore:
                 f"this file system allows checkpoint names of at most {limit} bytes: give a "
                 "shorter checkpoint name (checkpoint_name=)")
         path = os.path.join(cdir, name + ".zarr")
-        fingerprint = _to_json(fingerprint, tag_floats=False, where="fingerprint")
+        fingerprint = to_json(fingerprint, tag_floats=False, where="fingerprint")
         lock = StoreLock(path).acquire()
         try:
             return cls._open_locked(path, name, fingerprint, lock, resume and not fresh)
@@ -341,7 +255,7 @@ class CheckpointStore:
 
     def save_config(self, config):
         """Store the resolved fit configuration (JSON-safe dict) in the root attributes."""
-        config = _to_json(config, where="config")
+        config = to_json(config, where="config")
         with writing(self.path, "the configuration"):
             self._root.attrs["config"] = config
 
@@ -351,7 +265,7 @@ class CheckpointStore:
         old = _read_pointer(self.path)
         it = int(iteration)
         key = f"{it}-b" if old and old["state"] == str(it) else str(it)  # never overwrite the current state
-        attrs = {"iteration": it, "saved": now(), "scalars": _to_json(scalars, where="scalars")}
+        attrs = {"iteration": it, "saved": now(), "scalars": to_json(scalars, where="scalars")}
         no_link_on_the_way(self.path, os.path.join(self.path, "states"))
         with writing(self.path, f"state {key}"):
             checksum = _write_record(self._root.require_group("states"), key, arrays, attrs)
@@ -396,7 +310,7 @@ class CheckpointStore:
                 raise CheckpointError(f"{path}: checksum differs from CURRENT.json")
         except CheckpointError as e:
             raise CheckpointError(f"checkpoint {self.path} is damaged: {e}; {_FRESH_HINT}") from e
-        return int(attrs["iteration"]), arrays, _from_json(attrs.get("scalars", {}))
+        return int(attrs["iteration"]), arrays, from_json(attrs.get("scalars", {}))
 
     def save_partition(self, pass_key, block_index, stats):
         """Atomically store the statistics of one finished block of pass ``pass_key`` ('it0007-p0012')."""
@@ -459,4 +373,4 @@ def inspect_checkpoint(path):
     """Return the info of the checkpoint at ``path`` plus its stored ``config`` and ``fingerprint``."""
     info = _info(os.path.abspath(os.fspath(path)))
     attrs = _root_attrs(info["path"])
-    return {**info, "config": _from_json(attrs.get("config")), "fingerprint": attrs.get("fingerprint")}
+    return {**info, "config": from_json(attrs.get("config")), "fingerprint": attrs.get("fingerprint")}
