@@ -10,6 +10,7 @@ from .api import fit
 from .errors import (CheckpointError, CovarianceWarning, DataChangedError, DataReadError,
                      FitWarning, InsufficientDataError, MissingChunksError, NotPointwiseError)
 from .result import FitResult
+from .scipy_compat import curve_fit
 from .workflow import (WORKFLOW_PRESETS, ClusterDetector, ClusterInfo, DatasetSizeTier,
                        MemoryTier, OptimizationGoal, WorkflowConfig, WorkflowSelector,
                        WorkflowTier, auto_select_workflow, get_memory_tier,
@@ -18,7 +19,7 @@ from .workflow import (WORKFLOW_PRESETS, ClusterDetector, ClusterInfo, DatasetSi
 __version__ = "0.1.0"
 
 __all__ = [
-    "fit", "FitResult", "FitWarning", "CovarianceWarning", "InsufficientDataError",
+    "fit", "curve_fit", "FitResult", "FitWarning", "CovarianceWarning", "InsufficientDataError",
     "NotPointwiseError", "DataChangedError", "DataReadError", "MissingChunksError",
     "CheckpointError",
     "WORKFLOW_PRESETS", "ClusterDetector", "ClusterInfo",

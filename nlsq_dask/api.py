@@ -11,9 +11,13 @@ import warnings
 
 import numpy as np
 
+from .arguments import (check_finite_flag, check_flag, check_jac, check_method, check_tolerances,
+                        check_tr_solver, merge_maxfev, prepare_bounds, prepare_p0,
+                        prepare_x_scale)
 from .errors import FitWarning
 from .result import FitResult
-from .workflow import (DatasetProfile, ResourceSnapshot, WorkflowSelector, resolve_config)
+from .workflow import (DatasetProfile, ResourceSnapshot, WorkflowSelector, WorkflowTier,
+                       resolve_config)
 
 
 # Default pass budget per parameter: a safety net, not a stopping rule (converging fits
@@ -41,69 +45,10 @@ def active_client(client=None):
         return None
 
 
-def prepare_bounds(bounds, n: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(lb, ub)`` as float arrays of length ``n`` with ``lb < ub``."""
-    try:
-        lb, ub = bounds
-    except (TypeError, ValueError):
-        raise ValueError("bounds must be a 2-tuple (lb, ub) of scalars or arrays") from None
-    lb = np.broadcast_to(np.asarray(lb, dtype=float), (n,)).copy() if np.ndim(lb) == 0 else np.asarray(lb, float)
-    ub = np.broadcast_to(np.asarray(ub, dtype=float), (n,)).copy() if np.ndim(ub) == 0 else np.asarray(ub, float)
-    if lb.shape != (n,) or ub.shape != (n,):
-        raise ValueError(f"bounds must have {n} values each (one per parameter); "
-                         f"got lb shape {lb.shape}, ub shape {ub.shape}")
-    if np.isnan(lb).any() or np.isnan(ub).any():
-        raise ValueError(f"bounds must not contain NaN (use -inf/inf for no bound); got "
-                         f"lb={lb.tolist()}, ub={ub.tolist()}")
-    if np.any(lb >= ub):
-        i = int(np.argmax(lb >= ub))
-        raise ValueError(f"each lower bound must be strictly less than its upper bound; "
-                         f"parameter {i} has lb={lb[i]} >= ub={ub[i]}")
-    return lb, ub
-
-
-def prepare_p0(p0, names: tuple[str, ...], lb, ub) -> np.ndarray:
-    """``p0`` as floats (default ones), checked against the bounds and moved strictly
-    inside them as ``least_squares`` does (a start on a bound would stall)."""
-    from .solver.trust_region import strictly_feasible_start
-
-    p0 = np.ones(len(names)) if p0 is None else np.asarray(p0, dtype=float).ravel()
-    if not np.all(np.isfinite(p0)):
-        raise ValueError(f"p0 must be finite; got {p0.tolist()}")
-    outside = (p0 < lb) | (p0 > ub)
-    if outside.any():
-        bad = [names[i] for i in np.flatnonzero(outside)]
-        raise ValueError(f"p0 is outside the bounds for {bad}: p0={p0.tolist()}, "
-                         f"lb={lb.tolist()}, ub={ub.tolist()}")
-    return strictly_feasible_start(p0, lb, ub)
-
-
-def check_flag(value, name: str) -> bool:
-    """``value`` as a bool; anything but a bool (a string such as ``"no"``) is refused."""
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be True or False; got {value!r} ({type(value).__name__})")
-    return bool(value)
-
-
-def prepare_x_scale(x_scale, n: int):
-    """None for ``'jac'`` (MINPACK-style), else ``n`` positive finite scales."""
-    if isinstance(x_scale, str):
-        if x_scale != "jac":
-            raise ValueError(f"x_scale must be 'jac' or positive numbers; got {x_scale!r}")
-        return None
-    try:
-        scale = np.broadcast_to(np.asarray(x_scale, dtype=float), (n,))
-    except (TypeError, ValueError):
-        raise ValueError(f"x_scale must be 'jac', a positive number or {n} positive numbers "
-                         f"(one per parameter); got {x_scale!r}") from None
-    if not np.all(np.isfinite(scale) & (scale > 0)):
-        raise ValueError(f"x_scale must be positive and finite; got {np.asarray(x_scale).tolist()}")
-    return scale
-
-
 def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf, np.inf), *,
         loss=None, f_scale=None, preset=None, config=None, goal=None, tier=None,
-        param_names=None, ftol=None, xtol=None, gtol=None, max_nfev=None, x_scale="jac",
+        param_names=None, ftol=None, xtol=None, gtol=None, max_nfev=None, maxfev=None,
+        method=None, jac=None, check_finite=None, tr_solver=None, x_scale="jac",
         reduction=None, nan_policy="raise", missing_chunks="raise", client=None, chunk_size=None,
         memory_limit_gb=None, split_every=None, progress=False, yaml_path=None,
         **engine_options) -> FitResult:
@@ -118,31 +63,54 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         (``jnp.mean(x)``, ``jnp.sum``, ``x[0]``) or closes over an array with one value per
         point is refused with :class:`~nlsq_dask.NotPointwiseError`; pass such arrays as
         extra rows of ``x`` (``np.stack([t, target])``) or as a tuple.
-    x : array-like, (k, N) array-like or tuple of arrays
-        Independent variable(s): numpy, dask or xarray.
-    y : 1-D array-like
-        Observations (numpy, dask or xarray).
+    x : array-like of shape (N,), (k, N) or (..., N), or tuple of arrays
+        Independent variable(s): numpy, dask or xarray. The last axis is the point axis;
+        the model receives ``x`` in the shape given.
+    y : 1-D array-like or scalar
+        Observations (numpy, dask or xarray); a scalar is the same at every point.
     p0 : array-like, optional
-        Initial parameters (default: ones, as scipy).
-    sigma : 1-D array-like, optional
-        Standard deviations of ``y``; residuals are ``(model - y) / sigma``.
+        Initial parameters (default: scipy's: ones, or inside finite bounds the middle,
+        ``lb + 1`` or ``ub - 1``).
+    sigma : scalar, 1-D or 2-D array-like, optional
+        Standard deviations of ``y`` (residuals are ``(model - y) / sigma``), or, 2-D,
+        the covariance matrix of ``y`` as in ``curve_fit``: residuals are whitened by its
+        Cholesky factor (a full matrix couples the points, so it needs in-memory data; a
+        diagonal one is the same as its standard deviations, on every tier).
     absolute_sigma : bool
         As in ``curve_fit``: if False, ``pcov`` is scaled by the reduced χ².
-    bounds : 2-tuple of array-like
+    bounds : 2-tuple of array-like, or scipy.optimize.Bounds
         Lower and upper bounds on the parameters.
-    loss, f_scale : str, float, optional
-        Robust loss (``linear``, ``soft_l1``, ``huber``, ``cauchy``, ``arctan``) and
-        its soft margin, with scipy's definitions.
+    loss, f_scale : str or callable, float, optional
+        Robust loss (``linear``, ``soft_l1``, ``huber``, ``cauchy``, ``arctan``, or a
+        callable ``rho(z) -> (3, N)`` written with ``jax.numpy`` as
+        ``scipy.optimize.least_squares`` takes it) and its soft margin, with scipy's
+        definitions.
     preset, config, goal, tier : optional
         Workflow configuration (see :mod:`nlsq_dask.workflow`). Precedence: explicit
         arguments > ``NLSQ_*`` environment > ``nlsq.yaml`` > preset > defaults.
     param_names : sequence of str, optional
         Parameter names (default: from the model's signature).
     ftol, xtol, gtol : float, optional
-        Termination tolerances with scipy's meanings (default: adaptive by size).
-    max_nfev : int, optional
-        Maximum number of data passes (default ``1000 * n_params``; scipy's is 100 per
-        parameter, too few for NIST's hardest starts, which need up to ~460 per parameter).
+        Termination tolerances with scipy's meanings (default: adaptive by size). 0
+        switches that test off (with a warning, as scipy); all three 0 is an error.
+    max_nfev, maxfev : int, optional
+        Maximum number of data passes, i.e. function evaluations (default
+        ``1000 * n_params``; scipy's is 100 per parameter, too few for NIST's hardest
+        starts, which need up to ~460 per parameter). ``maxfev`` is ``leastsq``'s name.
+    method : {'trf', 'dogbox', 'lm'}, optional
+        Accepted for scipy code; all three are solved by the same trust-region
+        reflective algorithm (``'trf'``). ``'lm'`` with bounds is refused, as scipy does.
+    jac : callable or {'2-point', '3-point', 'cs'}, optional
+        ``jac(x, *params) -> (N, p)`` written with ``jax.numpy`` and pointwise, used
+        instead of forward-mode autodiff on every tier. scipy's finite-difference
+        names are accepted and mean autodiff, which is exact.
+    check_finite : bool, optional
+        True (default): in-memory data with NaN or inf raise (``nan_policy``); dask
+        data, which are never scanned up front, raise in their first pass. False:
+        non-finite points are left out (never fitted as garbage).
+    tr_solver : {'exact', 'lsmr'}, optional
+        Accepted for scipy code: the trust-region subproblem is ``p × p`` and always
+        solved exactly.
     x_scale : 'jac' or array-like
         Parameter scaling (default: MINPACK-style Jacobian column norms).
     reduction : {'normal', 'qr'}, optional
@@ -192,6 +160,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     from .engines.driver import FitContext, run_single, run_starts, run_validation
     from .engines.invariants import require_points
     from .engines.sources import guard_inputs
+    from .residuals import ResidualView
     from .solver import ModelSpec, check_loss, infer_param_names, make_options
     from .solver.pointwise import check_model
     from .solver.samplers import draw_starts
@@ -199,12 +168,19 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, *params); got {type(model).__name__}")
     absolute_sigma = check_flag(absolute_sigma, "absolute_sigma")
-    inputs = guard_inputs(prepare_inputs(x, y, sigma, nan_policy), missing_chunks)
+    inputs = prepare_inputs(x, y, sigma, check_finite_flag(check_finite, nan_policy),
+                            require_finite=check_finite is True)
+    inputs = guard_inputs(inputs, missing_chunks)
     n_p0 = None if p0 is None else int(np.size(p0))
     names = infer_param_names(model, param_names, n_p0)
     if not inputs.lazy:  # lazy data are counted in their first pass
         require_points(inputs.n_points, len(names))
     lb, ub = prepare_bounds(bounds, len(names))
+    method = check_method(method, lb, ub)
+    jac = check_jac(jac)
+    check_tr_solver(tr_solver)
+    max_nfev = merge_maxfev(max_nfev, maxfev)
+    loss = check_loss(loss) if callable(loss) else loss      # names: checked by the config
     p0 = prepare_p0(p0, names, lb, ub)
 
     overrides = dict(goal=goal, tier=tier, loss=loss, f_scale=f_scale, ftol=ftol, xtol=xtol,
@@ -228,11 +204,19 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
                              partition_points=inputs.partition_points,
                              n_partitions=inputs.n_partitions, lazy=inputs.lazy)
     selection = WorkflowSelector().select(profile, resources, cfg)
+    c = selection.config
+    check_tolerances(c.ftol, c.xtol, c.gtol, method,
+                     explicit={n for n, v in (("ftol", ftol), ("xtol", xtol), ("gtol", gtol))
+                               if v is not None})
+    if inputs.cov_factor is not None and selection.tier is not WorkflowTier.STANDARD:
+        raise ValueError(f"a full covariance matrix sigma couples every point with every other, "
+                         f"so it is fitted in memory (tier 'standard'), not "
+                         f"{selection.tier.value!r}: leave the tier to the selector and "
+                         "checkpoints off, or pass 1-D standard deviations")
 
-    spec = ModelSpec(model, names, inputs.x_form, inputs.n_inputs)
+    spec = ModelSpec(model, names, inputs.x_form, inputs.n_inputs, x_lead=inputs.x_lead, jac=jac)
     check_model(spec, p0, inputs.n_points)
     x_scale = prepare_x_scale(x_scale, len(names))
-    c = selection.config
     n_max = int(c.max_nfev) if c.max_nfev is not None else DEFAULT_NFEV_PER_PARAM * len(names)
     opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max, x_scale)
     ctx = FitContext(spec, inputs, selection, opts, lb, ub, n_max, client=client,
@@ -244,20 +228,23 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         out, report = run_starts(ctx, starts)
     else:
         out = run_single(ctx, p0)
-    result = build_result(out, names, selection, absolute_sigma)
+    result = build_result(out, names, selection, absolute_sigma, lb, ub)
     if report is not None:
         result.extras["multistart"] = report
     if c.validation_passes > 0:
         result.extras["validation"] = run_validation(ctx, result.popt, result.perr,
                                                      c.validation_passes)
-    # For result.plot(): references to the caller's model and (lazy) data, not copies.
+    # For result.plot(): references to the caller's model and (lazy) data, not copies;
+    # result.fun / .jac are computed from them when asked.
     result._model, result._x, result._y = model, x, y
+    result._residuals = ResidualView(spec, inputs, result.popt, c.loss, c.f_scale)
     return result
 
 
-def build_result(out, names, selection, absolute_sigma: bool) -> FitResult:
+def build_result(out, names, selection, absolute_sigma: bool, lb, ub) -> FitResult:
     """Covariance and bookkeeping from an engine's final state."""
     from .solver import STATUS_MESSAGES, covariance
+    from .solver.trust_region import active_constraints
 
     state = out.state
     status = int(state.status)
@@ -275,4 +262,6 @@ def build_result(out, names, selection, absolute_sigma: bool) -> FitResult:
                      cost=float(state.cost), n_points_used=n_used, nfev=int(state.nfev),
                      nit=int(state.nit), status=status, message=STATUS_MESSAGES[status],
                      tier=selection.tier, config=c, selection=selection, history=out.history,
-                     elapsed=out.elapsed, extras=dict(out.extras or {}))
+                     elapsed=out.elapsed, extras=dict(out.extras or {}),
+                     grad=np.asarray(state.g, dtype=float), optimality=float(state.g_norm),
+                     active_mask=active_constraints(np.asarray(state.x), lb, ub, c.xtol))

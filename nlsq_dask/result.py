@@ -14,10 +14,17 @@ from .workflow import Selection, WorkflowConfig, WorkflowTier
 class FitResult:
     """Everything a fit produced.
 
-    ``popt, pcov = result`` works as with ``curve_fit``. ``nfev`` counts data passes
-    (each trial point costs one pass that yields cost, gradient and ``JᵀJ``);
-    ``nit`` counts accepted iterations. ``chi2`` is ``Σ ρ(r²)`` of the σ-weighted
-    residuals (the ordinary χ² for ``loss='linear'``).
+    ``popt, pcov = result``, ``result[0]`` and ``len(result) == 2`` work as with
+    ``curve_fit``'s tuple. ``nfev`` counts data passes (each trial point costs one pass
+    that yields cost, gradient and ``JᵀJ``); ``nit`` counts accepted iterations.
+    ``chi2`` is ``Σ ρ(r²)`` of the σ-weighted residuals (the ordinary χ² for
+    ``loss='linear'``).
+
+    It also answers ``scipy.optimize.least_squares``' result fields at the solution:
+    ``x``, ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``, ``active_mask``,
+    ``nfev``, ``status``, ``message``, ``success``. ``fun`` (the weighted residuals) and
+    ``jac`` (their ``(N, p)`` Jacobian) are per point: computed when first asked, and
+    dask arrays (nothing computed) when the data are dask arrays.
     """
 
     popt: np.ndarray
@@ -35,14 +42,52 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
     elapsed: float = 0.0
     extras: dict[str, Any] = field(default_factory=dict)
+    #: gradient of the cost at ``popt`` (``least_squares``' ``grad``: ``Jᵀ (ρ'·r)``)
+    grad: np.ndarray | None = None
+    #: first-order optimality: the scaled gradient norm compared with ``gtol``
+    optimality: float = float("nan")
+    #: per parameter: -1 at its lower bound, 1 at its upper bound, 0 free (as scipy)
+    active_mask: np.ndarray | None = None
 
     def __getstate__(self):
-        # the references kept for plot() are the caller's data: never pickle them along
-        return {k: v for k, v in self.__dict__.items() if k not in ("_model", "_x", "_y")}
+        # the references kept for plot() and fun/jac are the caller's data: never pickle them
+        return {k: v for k, v in self.__dict__.items()
+                if k not in ("_model", "_x", "_y", "_residuals")}
 
     def __iter__(self):
         yield self.popt
         yield self.pcov
+
+    def __getitem__(self, index):
+        return (self.popt, self.pcov)[index]
+
+    def __len__(self) -> int:
+        return 2
+
+    @property
+    def x(self) -> np.ndarray:
+        """The solution (``least_squares``' name for ``popt``)."""
+        return self.popt
+
+    @property
+    def fun(self):
+        """Weighted residuals ``(model(x) - y) / sigma`` at ``popt``, per point (whitened by
+        the Cholesky factor for a 2-D ``sigma``); a dask array for dask data."""
+        return self._per_point("fun")
+
+    @property
+    def jac(self):
+        """``(N, p)`` Jacobian of :attr:`fun` at ``popt``, rescaled for a robust loss as
+        ``least_squares``' (``JᵀJ`` is the Gauss–Newton Hessian of the cost); a dask array
+        for dask data."""
+        return self._per_point("jac")
+
+    def _per_point(self, what: str):
+        view = self.__dict__.get("_residuals")
+        if view is None:
+            raise AttributeError(f"{what} is not available: this result is not attached to the "
+                                 "data it was fitted to (e.g. it was unpickled)")
+        return view.residuals() if what == "fun" else view.jacobian()
 
     @property
     def success(self) -> bool:

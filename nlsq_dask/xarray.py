@@ -28,7 +28,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import xarray as xr
 
-from .api import check_flag
+from .arguments import check_flag
 from .errors import InsufficientDataError
 from .api import fit as _fit
 
@@ -266,6 +266,10 @@ def _pixel_settings(opts, n_points) -> dict:
     unsupported = set(opts) - _PIXEL_OPTIONS
     if unsupported:
         raise TypeError(f"option(s) {sorted(unsupported)} apply to global fits only")
+    if callable(cfg.loss):
+        raise TypeError("a callable loss applies to global fits only (reduce_dims=...); per-"
+                        "pixel fits take the loss names 'linear', 'soft_l1', 'huber', "
+                        "'cauchy' and 'arctan'")
     ftol, xtol, gtol = cfg.resolved_tolerances(n_points)
     return dict(ftol=ftol, xtol=xtol, gtol=gtol, max_nfev=cfg.max_nfev, loss=cfg.loss,
                 f_scale=cfg.f_scale,

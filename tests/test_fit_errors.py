@@ -28,9 +28,14 @@ def test_x_tuple_member_length_mismatch():
         nlsq_dask.fit(lambda x, a, b: a * x[0] + b * x[1], (X, X[:-1]), Y)
 
 
-def test_x_with_three_dimensions():
-    with pytest.raises(ValueError, match=r"x must be 1-D, \(k, N\) or a tuple"):
-        nlsq_dask.fit(model, X.reshape(1, 1, -1), Y)
+def test_x_with_three_dimensions_reaches_the_model_in_its_shape():
+    # scipy's N-D xdata: the last axis is the point axis (issue 15)
+    ref = nlsq_dask.fit(model, X, Y)
+    r = nlsq_dask.fit(lambda x, *p: model(x[0, 0], *p), X.reshape(1, 1, -1), Y,
+                      param_names=ref.param_names)
+    np.testing.assert_allclose(r.popt, ref.popt, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"x must be 1-D, \(k, N\), \(\.\.\., N\) or a tuple"):
+        nlsq_dask.fit(model, 3.0, Y)
 
 
 def test_y_two_dimensional():
@@ -66,7 +71,7 @@ def test_equal_bounds():
 
 
 def test_p0_outside_bounds():
-    with pytest.raises(ValueError, match=r"p0 is outside the bounds for \['a'\]"):
+    with pytest.raises(ValueError, match=r"Initial guess is outside of provided bounds: p0 is outside them for \['a'\]"):
         nlsq_dask.fit(model, X, Y, p0=[5.0, 1.0], bounds=(0.0, 2.0))
 
 
@@ -167,7 +172,7 @@ def test_unknown_keyword():
 
 
 @pytest.mark.parametrize("name, value, match", [
-    ("ftol", -1.0, "ftol must be a positive finite number"),
+    ("ftol", -1.0, "ftol must be a non-negative finite number"),
     ("f_scale", -1.0, "f_scale must be a positive finite number"),
     ("max_nfev", 0, "max_nfev must be an integer >= 1"),
 ])
@@ -217,8 +222,13 @@ def test_all_points_nan_with_omit():
 
 
 def test_sigma_two_dimensional():
-    with pytest.raises(ValueError, match="sigma must be 1-D .* covariance matrix is not supported"):
-        nlsq_dask.fit(model, X, Y, sigma=np.eye(X.size))
+    # a covariance matrix as scipy's (issue 15): the identity is unit weights
+    ref = nlsq_dask.fit(model, X, Y)
+    np.testing.assert_allclose(nlsq_dask.fit(model, X, Y, sigma=np.eye(X.size)).popt, ref.popt)
+    with pytest.raises(ValueError, match=r"covariance matrix of y and must have shape \(40, 40\)"):
+        nlsq_dask.fit(model, X, Y, sigma=np.eye(X.size - 1))
+    with pytest.raises(ValueError, match="must be positive definite"):
+        nlsq_dask.fit(model, X, Y, sigma=np.ones((X.size, X.size)))
 
 
 @pytest.mark.parametrize("bad", [0.0, -1.0])

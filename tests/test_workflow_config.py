@@ -36,9 +36,9 @@ def test_enum_strings_are_coerced():
     [
         ({"tier": "fastest"}, ValueError, r"tier='fastest' is not a valid WorkflowTier"),
         ({"goal": 1}, TypeError, r"goal must be a OptimizationGoal"),
-        ({"ftol": 0.0}, ValueError, r"ftol must be a positive finite number; got 0.0"),
-        ({"gtol": -1e-8}, ValueError, r"gtol must be a positive"),
-        ({"xtol": "1e-8"}, TypeError, r"xtol must be a positive number; got str"),
+        ({"ftol": float("inf")}, ValueError, r"ftol must be a non-negative finite number; got inf"),
+        ({"gtol": -1e-8}, ValueError, r"gtol must be a non-negative"),
+        ({"xtol": "1e-8"}, TypeError, r"xtol must be a non-negative number; got str"),
         ({"n_starts": 0}, ValueError, r"n_starts must be an integer >= 1; got 0"),
         ({"n_starts": 2.0}, TypeError, r"n_starts must be an integer >= 1; got float"),
         ({"sampler": "random"}, ValueError, r"sampler='random' is not valid.*'lhs', 'sobol'"),

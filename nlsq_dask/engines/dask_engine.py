@@ -54,7 +54,7 @@ class PassRunner:
     """Builds and runs one statistics pass per call."""
 
     def __init__(self, spec, arrays, *, n_x: int, loss: str, f_scale: float, reduction: str,
-                 split_every: int, client=None, source: str = ""):
+                 split_every: int, client=None, source: str = "", require_finite: bool = False):
         import dask
 
         self.spec, self.arrays, self.n_x = spec, arrays, n_x
@@ -70,7 +70,7 @@ class PassRunner:
                                         spec.n_inputs)
         self.n_passes = 0
         self.gpu = client is not None and workers_have_gpus(client)
-        self.ledger = PartitionLedger(self.chunks, spec.n_params, source)
+        self.ledger = PartitionLedger(self.chunks, spec.n_params, source, require_finite)
 
     @property
     def n_partitions(self) -> int:
@@ -249,7 +249,7 @@ def make_runner(spec, inputs, selection, client=None) -> PassRunner:
         arrays = _persist(arrays, client)
     return PassRunner(spec, arrays, n_x=inputs.n_inputs, loss=c.loss, f_scale=c.f_scale,
                       reduction=c.reduction, split_every=c.split_every, client=client,
-                      source=describe_sources(arrays))
+                      source=describe_sources(arrays), require_finite=inputs.require_finite)
 
 
 def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None,

@@ -59,7 +59,8 @@ class FitContext:
         c = self.selection.config
         return run_in_memory(self.spec, x0=x0, data=self.data() if data is None else data,
                              loss=c.loss, f_scale=c.f_scale, reduction=c.reduction,
-                             opts=self.opts if opts is None else opts, max_nfev=self.max_nfev)
+                             opts=self.opts if opts is None else opts, max_nfev=self.max_nfev,
+                             cov_factor=self.inputs.cov_factor if data is None else None)
 
     def runner(self):
         """The pass runner, built once per fit (CHUNKED persists its partitions here)."""
@@ -180,7 +181,7 @@ def _starts_in_memory(ctx: FitContext, starts):
     xs, y, w = ctx.data()
     n = y.shape[0]
     n_screen = max(n // len(starts), SCREEN_MIN_POINTS)
-    if n <= 2 * n_screen:
+    if n <= 2 * n_screen or ctx.inputs.cov_factor is not None:  # correlated points: all of them
         batch = ctx.run_in_memory(starts)
         best = _best(batch.state)
         out = EngineOutput(_pick(batch.state, best), batch.history[best], batch.elapsed)

@@ -18,6 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..solver import LMOptions, ModelSpec, block_stats, lm_init, lm_step
+from ..solver.stats import whitened_stats
 from .partitions import tile_for
 
 
@@ -48,8 +49,10 @@ STATIC = ("spec", "loss", "reduction", "tile", "max_history")
 
 
 def _solve_impl(spec: ModelSpec, loss: str, reduction: str, tile: int, max_history: int,
-           x0, xs, y, w, n_valid, f_scale, opts: LMOptions):
+                x0, xs, y, w, n_valid, f_scale, opts: LMOptions, L=None):
     def stats_at(p):
+        if L is not None:     # a full covariance: whitened, all points at once
+            return whitened_stats(spec, loss, reduction, L, p, xs, y, f_scale)
         return block_stats(spec, loss, reduction, tile, p, xs, y, w, n_valid, f_scale)
 
     state = lm_init(x0, stats_at(x0), opts, reduction)
@@ -73,25 +76,29 @@ _solve = jax.jit(_solve_impl, static_argnames=STATIC)
 
 
 @partial(jax.jit, static_argnames=STATIC)
-def _solve_batch(spec, loss, reduction, tile, max_history, x0s, xs, y, w, n_valid, f_scale, opts):
+def _solve_batch(spec, loss, reduction, tile, max_history, x0s, xs, y, w, n_valid, f_scale, opts,
+                 L=None):
     """All starts as one vmapped loop: it runs until every start has finished."""
     def one(x0):
-        return _solve_impl(spec, loss, reduction, tile, max_history, x0, xs, y, w, n_valid, f_scale, opts)
+        return _solve_impl(spec, loss, reduction, tile, max_history, x0, xs, y, w, n_valid,
+                           f_scale, opts, L)
     return jax.vmap(one)(x0s)
 
 
 def run_in_memory(spec: ModelSpec, *, x0, data, loss: str, f_scale: float,
-                  reduction: str, opts: LMOptions, max_nfev: int) -> EngineOutput:
+                  reduction: str, opts: LMOptions, max_nfev: int, cov_factor=None) -> EngineOutput:
     """Fit materialised data ``(xs, y, w)`` (see :func:`materialise`) on one device.
 
     ``x0`` of shape ``(S, p)`` runs ``S`` starts as one vmapped batch; the state then
     has a leading axis of starts and the history is that of each start. Non-finite
     points left in the data (only possible for lazy inputs) are skipped by the kernel.
+    ``cov_factor`` (the Cholesky factor of a full covariance of ``y``) whitens the
+    residuals instead of weights ``w``.
     """
     xs, y, w = data
     n = y.shape[0]
     tile = tile_for(n)
-    length = -(-n // tile) * tile
+    length = -(-n // tile) * tile if cov_factor is None else n     # no padding when whitened
     xs_p = tuple(pad_to(np.asarray(x, np.float64), length) for x in xs)
     w = None if w is None else pad_to(np.asarray(w, np.float64), length, 1.0)
     args = (pad_to(np.asarray(y, np.float64), length), w, np.int64(n))
@@ -99,7 +106,8 @@ def run_in_memory(spec: ModelSpec, *, x0, data, loss: str, f_scale: float,
     solve = _solve_batch if x0.ndim == 2 else _solve
     t0 = time.perf_counter()
     state, hist = solve(spec, loss, reduction, tile, int(max_nfev) + 1, x0, xs_p, *args,
-                        np.float64(f_scale), opts)
+                        np.float64(f_scale), opts,
+                        None if cov_factor is None else np.asarray(cov_factor, np.float64))
     state = jax.tree_util.tree_map(np.asarray, state)
     elapsed = time.perf_counter() - t0
     if x0.ndim == 2:

@@ -71,9 +71,12 @@ class PartitionLedger:
         Parameters of the model.
     source : str
         How to name the data in a message (e.g. the zarr arrays behind it).
+    require_finite : bool
+        Refuse points with NaN or inf in x, y or σ (``check_finite=True``) instead of
+        leaving them out.
     """
 
-    def __init__(self, chunks, n_params: int, source: str = ""):
+    def __init__(self, chunks, n_params: int, source: str = "", require_finite: bool = False):
         self.starts = np.concatenate([[0], np.cumsum(chunks)]).astype(np.int64)
         self.n_params = int(n_params)
         self.source = source
@@ -81,6 +84,7 @@ class PartitionLedger:
         self.seen = np.zeros(len(chunks), dtype=bool)
         self.counted = False
         self.origin: str | None = None
+        self.require_finite = require_finite
 
     def seed(self, first: np.ndarray, origin: str) -> None:
         """Start from the summaries of an earlier run (``(n_partitions, k)``), e.g. those
@@ -111,6 +115,16 @@ class PartitionLedger:
             raise ValueError(f"sigma must be positive everywhere: {total:,} point(s) have "
                              f"sigma <= 0{src}. Give every point a positive uncertainty, or NaN "
                              "to leave the point out")
+        if self.require_finite:
+            lengths = self.starts[parts + 1] - self.starts[parts]
+            short = np.flatnonzero(summary[:, _POINTS] < lengths)
+            if short.size:
+                i = int(parts[short[0]])
+                n_bad = int((lengths - summary[:, _POINTS]).sum())
+                raise ValueError(f"the data contain NaN or inf ({n_bad:,} point(s) in this "
+                                 f"pass, the first in {self._where(i)}); check_finite=True "
+                                 "refuses them: clean the data, or pass check_finite=False "
+                                 "(or nan_policy='omit') to leave those points out")
         old = self.seen[parts]
         changed = _changes(self.first[parts], summary) & old[:, None]
         if changed.any():   # one vectorised test per pass; a message for the first partition

@@ -41,6 +41,14 @@ class ModelSpec:
         tuple of 1-D arrays.
     n_inputs : int
         Number of independent variables ``k``.
+    x_lead : tuple of int
+        For ``'stacked'`` inputs of more than two dimensions, the leading shape: ``x``
+        is handed over as an array of shape ``x_lead + (N,)`` (scipy's N-D ``xdata``,
+        whose last axis is the point axis). Empty: ``(k, N)``.
+    jac : callable, optional
+        ``jac(x, *params)`` returning the ``(N, p)`` Jacobian of the model (scipy's
+        layout), written with ``jax.numpy`` and pointwise like the model; used instead of
+        forward-mode autodiff.
 
     Two specs are equal when they take the same inputs and parameters and compute the
     same thing (:attr:`identity`), whatever function objects they hold: compiled
@@ -52,6 +60,8 @@ class ModelSpec:
     param_names: tuple[str, ...]
     x_form: str = "vector"
     n_inputs: int = 1
+    x_lead: tuple[int, ...] = ()
+    jac: Callable | None = None
 
     @property
     def n_params(self) -> int:
@@ -63,7 +73,7 @@ class ModelSpec:
         return model_identity(self)
 
     def _key(self):
-        return (self.identity, self.param_names, self.x_form, self.n_inputs)
+        return (self.identity, self.param_names, self.x_form, self.n_inputs, self.x_lead)
 
     def __eq__(self, other):
         return isinstance(other, ModelSpec) and self._key() == other._key()
@@ -73,8 +83,23 @@ class ModelSpec:
 
     def evaluate(self, xs: Sequence, params) -> jnp.ndarray:
         """Model values at the inputs ``xs`` (a tuple of 1-D arrays)."""
-        out = self.func(model_input(xs, self.x_form), *[params[i] for i in range(self.n_params)])
+        out = self.func(model_input(xs, self.x_form, self.x_lead),
+                        *[params[i] for i in range(self.n_params)])
         return jnp.broadcast_to(jnp.asarray(out), xs[0].shape)
+
+    def jacobian(self, xs: Sequence, params) -> jnp.ndarray:
+        """The user's ``jac`` at ``xs`` as a ``(p, N)`` array (None without one)."""
+        if self.jac is None:
+            return None
+        out = jnp.asarray(self.jac(model_input(xs, self.x_form, self.x_lead),
+                                   *[params[i] for i in range(self.n_params)]))
+        n = xs[0].shape[0]
+        if out.ndim == 1 and self.n_params == 1:       # one parameter: (N,) is (N, 1)
+            out = out[:, None]
+        if out.ndim != 2 or out.shape[1] != self.n_params:
+            raise ValueError(f"jac must return an array of shape (N, {self.n_params}) (one "
+                             f"column per parameter, as scipy's); got shape {tuple(out.shape)}")
+        return jnp.broadcast_to(out, (n, self.n_params)).T
 
 
 def model_identity(spec: ModelSpec) -> str:
@@ -95,6 +120,8 @@ def model_identity(spec: ModelSpec) -> str:
     xs = (point,) * spec.n_inputs
 
     def value_and_derivative(xs, p, t):
+        if spec.jac is not None:
+            return spec.evaluate(xs, p), spec.jacobian(xs, p).T @ t
         return jax.jvp(lambda q: spec.evaluate(xs, q), (p,), (t,))
 
     try:
@@ -111,12 +138,14 @@ def model_identity(spec: ModelSpec) -> str:
     return h.hexdigest()
 
 
-def model_input(xs: Sequence, x_form: str):
-    """The inputs ``xs`` (a sequence of arrays) as a model receives ``x`` (see ``x_form``)."""
+def model_input(xs: Sequence, x_form: str, x_lead: tuple[int, ...] = ()):
+    """The inputs ``xs`` (a sequence of arrays) as a model receives ``x`` (see ``x_form``
+    and ``x_lead``)."""
     if x_form == "vector":
         return xs[0]
     if x_form == "stacked":
-        return jnp.stack(xs)
+        stacked = jnp.stack(xs)
+        return stacked.reshape(*x_lead, stacked.shape[-1]) if x_lead else stacked
     return tuple(xs)
 
 

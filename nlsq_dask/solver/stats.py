@@ -61,8 +61,12 @@ def _tile_terms(spec: ModelSpec, loss: str, params, xs, y, w, ok, f_scale):
         r = spec.evaluate(xs, p) - y
         return r if w is None else r * w
 
-    r, jvp = jax.linearize(residual, params)
-    J = jax.vmap(jvp)(jnp.eye(params.shape[0], dtype=params.dtype))
+    if spec.jac is None:
+        r, jvp = jax.linearize(residual, params)
+        J = jax.vmap(jvp)(jnp.eye(params.shape[0], dtype=params.dtype))
+    else:                                   # the user's Jacobian, weighted as the residuals
+        r, J = residual(params), spec.jacobian(xs, params)
+        J = J if w is None else J * w[None, :]
     r = jnp.where(ok, r, 0.0)
     J = jnp.where(ok[None, :], J, 0.0)
     rho0, r, J = scale_for_loss(r, J, loss, f_scale)
@@ -115,6 +119,35 @@ def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
             tiles(y.astype(jnp.float64)), None if w is None else tiles(w.astype(jnp.float64)))
     out, _ = jax.lax.scan(body, empty_stats(p, reduction), data)
     return out
+
+
+def whitened_stats(spec: ModelSpec, loss, reduction: str, L, params, xs, y, f_scale):
+    """Statistics of all the data at once for a full covariance ``C = L Lᵀ`` of ``y``:
+    the residuals and Jacobian are whitened by ``L⁻¹`` (scipy's ``curve_fit`` with a 2-D
+    ``sigma``). ``L`` couples every point with every other, so nothing is tiled: this
+    runs on in-memory data only, with every point finite.
+    """
+    from jax.scipy.linalg import solve_triangular
+
+    params = params.astype(jnp.float64)
+    p = params.shape[0]
+
+    def whiten(a):                       # L⁻¹ a for a (N,) vector or a (p, N) block
+        return solve_triangular(L, a.T, lower=True).T
+
+    if spec.jac is None:
+        r, jvp = jax.linearize(lambda q: whiten(spec.evaluate(xs, q) - y), params)
+        J = jax.vmap(jvp)(jnp.eye(p, dtype=params.dtype))
+    else:
+        r, J = whiten(spec.evaluate(xs, params) - y), whiten(spec.jacobian(xs, params))
+    rho0, r, J = scale_for_loss(r, J, loss, f_scale)
+    n = jnp.asarray(y.shape[0], jnp.float64)
+    cost = 0.5 * jnp.sum(rho0)
+    if reduction == "qr":
+        R = jnp.linalg.qr(jnp.concatenate([J.T, r[:, None]], axis=1), mode="r")[: p + 1]
+        R = jnp.zeros((p + 1, p + 1)).at[: R.shape[0]].set(R)   # fewer points than p + 1
+        return QRStats(n, cost, R)
+    return NormalStats(n, cost, J @ r, J @ J.T)
 
 
 SUMMARY_FIELDS = ("points", "sum_y", "sum_abs_y", "sum_x", "sum_abs_x", "sum_w",

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 EPS = jnp.finfo(jnp.float64).eps
 
@@ -217,3 +218,16 @@ def check_termination(dF, F, dx_norm, x_norm, ratio, ftol, xtol):
     f_ok = (dF < ftol * F) & (ratio > 0.25)
     x_ok = dx_norm < xtol * (xtol + x_norm)
     return jnp.where(f_ok & x_ok, 4, jnp.where(f_ok, 2, jnp.where(x_ok, 3, 0)))
+
+
+def active_constraints(x, lb, ub, rtol: float = 1e-10) -> np.ndarray:
+    """Per parameter -1 (at its lower bound), 1 (at its upper bound) or 0, within ``rtol``
+    relative to the bound as ``least_squares``' ``active_mask`` (host numpy)."""
+    x, lb, ub = (np.asarray(a, dtype=float) for a in (x, lb, ub))
+    with np.errstate(invalid="ignore"):
+        lo_dist, up_dist = x - lb, ub - x
+        if rtol == 0:
+            return np.where(x <= lb, -1, np.where(x >= ub, 1, 0))
+        lo = np.isfinite(lb) & (lo_dist <= np.minimum(up_dist, rtol * np.maximum(1, np.abs(lb))))
+        up = np.isfinite(ub) & (up_dist <= np.minimum(lo_dist, rtol * np.maximum(1, np.abs(ub))))
+    return np.where(lo, -1, np.where(up, 1, 0))

@@ -59,8 +59,8 @@ class WorkflowConfig:
     goal : OptimizationGoal or str, optional
         Optimization goal; None is balanced (no goal modifiers).
     gtol, ftol, xtol : float, optional
-        Positive termination tolerances (scipy meanings); None is adaptive by
-        dataset size.
+        Termination tolerances (scipy meanings; 0 switches that test off, as in scipy);
+        None is adaptive by dataset size.
     enable_multistart : bool
         Run several starts and keep the best.
     n_starts : int
@@ -87,8 +87,9 @@ class WorkflowConfig:
         Fan-in of the tree reduction (>= 2).
     reduction : {'normal', 'qr'}
         Normal equations (``JᵀJ``) or TSQR statistics.
-    loss : {'linear', 'soft_l1', 'huber', 'cauchy', 'arctan'}
-        Robust loss, as in scipy.
+    loss : {'linear', 'soft_l1', 'huber', 'cauchy', 'arctan'} or callable
+        Robust loss, as in scipy (a callable ``rho(z) -> (3, N)`` written with
+        ``jax.numpy``; not storable in YAML).
     f_scale : float
         Positive soft margin of the robust loss.
     scheduler_address : str, optional
@@ -134,8 +135,8 @@ class WorkflowConfig:
             setv("tier", parse_enum(WorkflowTier, self.tier, "tier"))
         if self.goal is not None:
             setv("goal", parse_enum(OptimizationGoal, self.goal, "goal"))
-        for name in _TOLERANCES:
-            self._check_real(name, positive=True, optional=True)
+        for name in _TOLERANCES:   # 0 switches that test off, as in scipy
+            self._check_real(name, positive=False, optional=True)
         for name in ("enable_multistart", "center_on_p0", "enable_checkpoints", "tournament"):
             v = getattr(self, name)
             if not isinstance(v, bool):
@@ -151,7 +152,8 @@ class WorkflowConfig:
         self._check_real("memory_limit_gb", positive=True, optional=True)
         self._check_choice("sampler", SAMPLERS)
         self._check_choice("reduction", REDUCTIONS)
-        self._check_choice("loss", LOSSES)
+        if not callable(self.loss):      # a callable rho(z) -> (3, N) as scipy's
+            self._check_choice("loss", LOSSES)
         for name in ("checkpoint_dir", "scheduler_address"):
             v = getattr(self, name)
             if v is not None:
@@ -176,11 +178,12 @@ class WorkflowConfig:
         v = getattr(self, name)
         if v is None and optional:
             return
+        kind = "positive" if positive else "non-negative"
         if not _is_real(v):
-            raise TypeError(f"{name} must be a positive number; got {type(v).__name__} {v!r}")
+            raise TypeError(f"{name} must be a {kind} number; got {type(v).__name__} {v!r}")
         v = float(v)
-        if positive and not (v > 0 and v != float("inf")):
-            raise ValueError(f"{name} must be a positive finite number; got {v!r}")
+        if not ((v > 0 if positive else v >= 0) and v != float("inf")):
+            raise ValueError(f"{name} must be a {kind} finite number; got {v!r}")
         object.__setattr__(self, name, v)
 
     def _check_choice(self, name: str, choices: tuple[str, ...]) -> None:
@@ -224,6 +227,9 @@ class WorkflowConfig:
                 v = v.value
             elif isinstance(v, dict):
                 v = dict(v)
+            elif callable(v):            # a callable loss: named, not serialised
+                v = str(v) if type(v).__str__ is not object.__str__ else \
+                    f"callable:{getattr(v, '__qualname__', type(v).__name__)}"
             out[name] = v
         return out
 
