@@ -162,6 +162,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     from .engines.sources import guard_inputs
     from .residuals import ResidualView
     from .solver import ModelSpec, check_loss, infer_param_names, make_options
+    from .solver.compile_cache import enable_compilation_cache
     from .solver.pointwise import check_model
     from .solver.samplers import draw_starts
 
@@ -194,6 +195,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         if key in engine_options:
             overrides[key] = engine_options.pop(key)
     cfg = resolve_config(preset=preset, config=config, overrides=overrides, yaml_path=yaml_path)
+    enable_compilation_cache(cfg.compilation_cache)
     check_loss(cfg.loss)
 
     client = active_client(client)

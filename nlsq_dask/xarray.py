@@ -266,6 +266,9 @@ def _pixel_settings(opts, n_points) -> dict:
     unsupported = set(opts) - _PIXEL_OPTIONS
     if unsupported:
         raise TypeError(f"option(s) {sorted(unsupported)} apply to global fits only")
+    from .solver.compile_cache import enable_compilation_cache
+
+    enable_compilation_cache(cfg.compilation_cache)
     if callable(cfg.loss):
         raise TypeError("a callable loss applies to global fits only (reduce_dims=...); per-"
                         "pixel fits take the loss names 'linear', 'soft_l1', 'huber', "

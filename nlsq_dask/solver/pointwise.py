@@ -16,6 +16,8 @@ not at the block's closes over a per-point array.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..errors import NotPointwiseError
@@ -94,15 +96,14 @@ def check_model(spec: ModelSpec, params, n_points: int | None = None) -> None:
                         "into separate observations)")
     a, b = _probe_inputs(spec.n_inputs)
     m = PROBE_POINTS
-
-    def values(block) -> np.ndarray:
-        return np.asarray(spec.evaluate(tuple(block), params), dtype=np.float64)
-
-    alone = values(a)
+    blocks = (a, np.concatenate([a, b], axis=1), np.concatenate([b, a], axis=1),
+              np.concatenate([a, np.zeros_like(a)], axis=1))
+    alone, start, end, padded = (np.asarray(v, dtype=np.float64)
+                                 for v in _placements(spec)(blocks, params))
     placements = {
-        "at the start of a longer block": values(np.concatenate([a, b], axis=1))[:m],
-        "at the end of a longer block": values(np.concatenate([b, a], axis=1))[m:],
-        "next to padding": values(np.concatenate([a, np.zeros_like(a)], axis=1))[:m],
+        "at the start of a longer block": start[:m],
+        "at the end of a longer block": end[m:],
+        "next to padding": padded[:m],
     }
     scale = np.nanmax(np.abs(np.where(np.isfinite(alone), alone, np.nan)), initial=1.0)
     for where, got in placements.items():
@@ -113,6 +114,15 @@ def check_model(spec: ModelSpec, params, n_points: int | None = None) -> None:
                 f"the model is not pointwise: the same points give different values when they "
                 f"are evaluated {where} ({float(got[i]):.6g} instead of {float(alone[i]):.6g} at a probe point). "
                 f"{POINTWISE_RULE}")
+
+
+@lru_cache(maxsize=64)
+def _placements(spec: ModelSpec):
+    """The four probe evaluations as one compiled program, cached under what the model
+    computes (eagerly, every operation would be compiled on its own for each shape)."""
+    import jax
+
+    return jax.jit(lambda blocks, p: [spec.evaluate(tuple(blk), p) for blk in blocks])
 
 
 def _first_line(exc: Exception) -> str:

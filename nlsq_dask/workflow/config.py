@@ -101,6 +101,10 @@ class WorkflowConfig:
     cluster : dict, optional
         Cluster description (keys in ``CLUSTER_KEYS``; ``type`` in
         ``CLUSTER_TYPES``).
+    compilation_cache : bool or str
+        Keep compiled kernels in JAX's persistent compilation cache, so a new process
+        does not compile them again: True (default, in the user's cache directory),
+        False, or a directory (``NLSQ_COMPILATION_CACHE``).
     """
 
     tier: WorkflowTier | None = None
@@ -127,6 +131,7 @@ class WorkflowConfig:
     validation_passes: int = 0
     tournament: bool = False
     cluster: dict | None = field(default=None, hash=False)
+    compilation_cache: bool | str = True
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -163,6 +168,12 @@ class WorkflowConfig:
                     raise TypeError(f"{name} must be a str or None; got {type(v).__name__} {v!r}")
         if self.cluster is not None:
             setv("cluster", _validate_cluster(self.cluster))
+        cache = self.compilation_cache
+        if hasattr(cache, "__fspath__"):
+            setv("compilation_cache", str(cache.__fspath__()))
+        elif not isinstance(cache, (bool, str)) or cache == "":
+            raise TypeError(f"compilation_cache must be True, False or a directory; got "
+                            f"{type(cache).__name__} {cache!r}")
 
     def _check_int(self, name: str, *, minimum: int, optional: bool = False) -> None:
         v = getattr(self, name)

@@ -5,7 +5,7 @@ first)::
 
     explicit arguments  (fit() keywords, then a config object's non-default fields)
     environment         (NLSQ_WORKFLOW_GOAL, NLSQ_MEMORY_LIMIT_GB, NLSQ_CHECKPOINT_DIR,
-                         NLSQ_ENABLE_CHECKPOINTING)
+                         NLSQ_ENABLE_CHECKPOINTING; and NLSQ_COMPILATION_CACHE)
     nlsq.yaml           (explicit path, else ./nlsq.yaml if present)
     preset              (the ``preset`` argument, else the yaml's workflow.preset)
     defaults            (WorkflowConfig())
@@ -213,7 +213,8 @@ def get_env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any
     -------
     dict
         Some of ``goal``, ``memory_limit_gb``, ``checkpoint_dir``,
-        ``enable_checkpoints``.
+        ``enable_checkpoints`` and ``compilation_cache`` (``NLSQ_COMPILATION_CACHE``:
+        a boolean, or a directory).
 
     Raises
     ------
@@ -240,6 +241,11 @@ def get_env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any
     ckpt = env.get("NLSQ_ENABLE_CHECKPOINTING", "").strip()
     if ckpt:
         out["enable_checkpoints"] = _parse_bool("NLSQ_ENABLE_CHECKPOINTING", ckpt)
+    cache = env.get("NLSQ_COMPILATION_CACHE", "").strip()
+    if cache:
+        lowered = cache.lower()
+        out["compilation_cache"] = (_parse_bool("NLSQ_COMPILATION_CACHE", cache)
+                                    if lowered in _TRUE + _FALSE else cache)
     return out
 
 
