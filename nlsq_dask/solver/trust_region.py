@@ -86,7 +86,7 @@ def make_strictly_feasible(x, lb, ub):
     x_new = jnp.where(x <= lb, jnp.nextafter(lb, ub), x)
     x_new = jnp.where(x >= ub, jnp.nextafter(ub, lb), x_new)
     tight = (x_new < lb) | (x_new > ub)
-    return jnp.where(tight, 0.5 * (lb + ub), x_new)
+    return jnp.where(tight, 0.5 * (jnp.asarray(lb) + jnp.asarray(ub)), x_new)
 
 
 def strictly_feasible_start(x, lb, ub, rstep: float = 1e-10):
