@@ -445,12 +445,12 @@ def test_lock_of_a_killed_writer_is_taken_over(tmp_path, caplog):
     with caplog.at_level(logging.INFO, logger="nlsq_dask"):
         store = CheckpointStore.open(tmp_path / "ckpt", "fit1", fingerprint_problem(
             model="0" * 64, param_names=["a", "b"], data=[]))
-    assert f"stale lock" in caplog.text and f"pid {dead}" in caplog.text
+    assert "stale lock" in caplog.text and f"pid {dead}" in caplog.text
     store.close()
 
 
 def test_another_thread_of_this_process_is_refused(tmp_path):
-    opened, release, errors = threading.Event(), threading.Event(), []
+    opened, release = threading.Event(), threading.Event()
 
     def hold():
         with CheckpointStore.open(tmp_path / "ckpt", "fit1", fp()):

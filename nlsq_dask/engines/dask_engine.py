@@ -12,14 +12,14 @@ and memory stays O(partition).
 from __future__ import annotations
 
 import logging
-import sys
 import time
 
 import numpy as np
 
 from ..workflow import WorkflowTier
-from .in_memory import EngineOutput
 from .invariants import PartitionLedger
+from .iterate import iterate
+from .outputs import EngineOutput
 from .sources import describe_sources
 from .partitions import (align_chunks, block_task, combine_task, reduce_parts, reduction_tree,
                          tile_for)
@@ -220,27 +220,6 @@ def _persist(arrays, client):
     return list(dask.persist(*arrays))
 
 
-class ProgressLine:
-    """One line per pass to the log; with ``show`` also a live line on stderr."""
-
-    def __init__(self, show: bool, n_points: int):
-        self.show, self.n_points, self.t0 = show, n_points, time.perf_counter()
-
-    def __call__(self, state, pass_seconds: float):
-        rate = self.n_points / pass_seconds if pass_seconds > 0 else float("inf")
-        msg = (f"pass {int(state.nfev):3d} | iter {int(state.nit):3d} | cost {float(state.cost):.6e} "
-               f"| step {float(state.last_step_norm):.3e} | {rate / 1e6:8.2f} Mpts/s")
-        log.info(msg)
-        if self.show:  # one live line on a terminal, a line per pass in a log file
-            sys.stderr.write(("\r" if sys.stderr.isatty() else "") + msg
-                             + ("" if sys.stderr.isatty() else "\n"))
-            sys.stderr.flush()
-
-    def close(self):
-        if self.show and sys.stderr.isatty():
-            sys.stderr.write("\n")
-
-
 def make_runner(spec, inputs, selection, client=None) -> PassRunner:
     """Aligned (and, for CHUNKED, persisted) partitions and their pass runner."""
     c = selection.config
@@ -275,75 +254,7 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
         runner = runner if runner is not None else make_runner(spec, inputs, selection, client)
         if ckpt is not None:
             ckpt.seed_ledger(runner.ledger)
-        return _iterate(runner, ckpt, x0, opts, c.reduction, inputs.n_points, progress)
+        return iterate(runner, x0, opts, c.reduction, inputs.n_points, progress, ckpt)
     finally:
         if ckpt is not None:
             ckpt.close()
-
-
-def _iterate(runner, ckpt, x0, opts, reduction, n_points, progress) -> EngineOutput:
-    """The LM loop of :func:`run_dask` over ``runner``'s passes (checkpointed with ``ckpt``)."""
-    import jax
-
-    from ..solver import LMState, lm_init, lm_step
-
-    init = jax.jit(lm_init, static_argnames="reduction")
-    step = jax.jit(lm_step, static_argnames="reduction")
-    show = ProgressLine(progress, n_points)
-    computed = 0
-
-    def run_pass(params, nfev):
-        nonlocal computed
-        if ckpt is None:
-            computed += runner.n_partitions
-            return runner(params)
-        stats, n = runner.checkpointed(params, ckpt.store, ckpt.pass_key(nfev, params))
-        computed += n
-        ckpt.save_summaries(runner.ledger)
-        return stats
-
-    t0 = time.perf_counter()
-    loaded = ckpt.load(LMState) if ckpt is not None else None
-    if loaded is not None:
-        state, history = loaded
-        if bool(state.done) and int(state.nfev) < int(opts.max_nfev) and (
-                int(state.status) == 0 or _tighter(ckpt.tolerances, ckpt.stored_tolerances)):
-            # stopped by an earlier pass budget, or converged by looser tolerances than
-            # this run's: the next trial is already proposed, go on
-            state = state._replace(done=np.bool_(False), status=np.int64(0))
-        resumed_at = int(state.nfev)
-        log.info("resuming %s at pass %d", ckpt.path, resumed_at)
-    else:
-        tp = time.perf_counter()
-        state = jax.device_get(init(x0, run_pass(x0, 0), opts, reduction=reduction))
-        show(state, time.perf_counter() - tp)
-        history, resumed_at = [_entry(state, t0)], None
-        if ckpt is not None:
-            ckpt.save(state, history, force=True)
-    while not bool(state.done):
-        tp = time.perf_counter()
-        stats = run_pass(state.x_trial, int(state.nfev))
-        state = jax.device_get(step(state, stats, opts, reduction=reduction))
-        show(state, time.perf_counter() - tp)
-        if bool(state.accepted) and int(state.nit) > history[-1]["iteration"]:
-            history.append(_entry(state, t0))
-        if ckpt is not None:
-            ckpt.save(state, history, force=bool(state.done))
-    show.close()
-    extras = {"n_partitions": runner.n_partitions, "partitions_computed": computed}
-    if ckpt is not None:
-        extras["checkpoint"] = {"path": ckpt.path, "resumed": resumed_at is not None,
-                                "resumed_at_pass": resumed_at}
-    return EngineOutput(state, history, time.perf_counter() - t0, extras)
-
-
-def _tighter(new, old) -> bool:
-    """Whether any of the tolerances ``new`` is tighter than the stored ``old``."""
-    return old is not None and any(a < b for a, b in zip(new, old))
-
-
-def _entry(state, t0: float) -> dict:
-    return dict(iteration=int(state.nit), cost=float(state.cost),
-                params=np.asarray(state.x).tolist(), nfev=int(state.nfev),
-                step_norm=float(state.last_step_norm),
-                elapsed=time.perf_counter() - t0, elapsed_estimated=False)

@@ -18,7 +18,8 @@ from functools import lru_cache, partial
 import numpy as np
 
 from ..workflow import WorkflowTier
-from .in_memory import EngineOutput, materialise, run_in_memory
+from .in_memory import materialise, run_in_memory
+from .outputs import EngineOutput
 from .invariants import check_materialised
 
 SCREEN_MIN_POINTS = 5_000

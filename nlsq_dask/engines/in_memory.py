@@ -19,6 +19,7 @@ import numpy as np
 
 from ..solver import LMOptions, ModelSpec, block_stats, lm_init, lm_step
 from ..solver.stats import whitened_stats
+from .outputs import EngineOutput
 from .partitions import tile_for
 
 
@@ -27,15 +28,6 @@ class History(NamedTuple):
     cost: jnp.ndarray
     params: jnp.ndarray
     nfev: jnp.ndarray
-
-
-class EngineOutput(NamedTuple):
-    """What every engine hands back to the API layer (host numpy values)."""
-
-    state: object  # LMState with numpy leaves
-    history: list  # per accepted iteration: dict(iteration, cost, params, nfev, elapsed)
-    elapsed: float
-    extras: dict | None = None  # engine facts for FitResult.extras
 
 
 def pad_to(a: np.ndarray, length: int, value=0.0) -> np.ndarray:

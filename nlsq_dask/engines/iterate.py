@@ -1,0 +1,140 @@
+"""The Levenberg–Marquardt loop on the host: a pass, a step, until done.
+
+An *evaluator* returns the statistics at a trial point (a dask pass over the
+partitions), and the jitted :func:`~nlsq_dask.solver.lm_step` takes the step. The step
+does not depend on the model, so it is compiled once per parameter count and reduction
+and reused by every model (and, through the persistent compilation cache, by every
+process). The STANDARD tier runs the same step inside a jitted ``lax.while_loop``
+(:mod:`~nlsq_dask.engines.in_memory`).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from functools import lru_cache
+
+import numpy as np
+
+from .outputs import EngineOutput
+
+log = logging.getLogger("nlsq_dask")
+
+
+@lru_cache(maxsize=None)
+def _lm_programs(reduction: str):
+    """The jitted ``lm_init`` and ``lm_step`` for ``reduction`` (one pair a process)."""
+    import jax
+    from functools import partial
+
+    from ..solver import lm_init, lm_step
+
+    return (jax.jit(partial(lm_init, reduction=reduction)),
+            jax.jit(partial(lm_step, reduction=reduction)))
+
+
+class ProgressLine:
+    """One line per pass to the log; with ``show`` also a live line on stderr."""
+
+    def __init__(self, show: bool, n_points: int):
+        self.show, self.n_points, self.t0 = show, n_points, time.perf_counter()
+
+    def __call__(self, state, pass_seconds: float):
+        rate = self.n_points / pass_seconds if pass_seconds > 0 else float("inf")
+        msg = (f"pass {int(state.nfev):3d} | iter {int(state.nit):3d} | cost {float(state.cost):.6e} "
+               f"| step {float(state.last_step_norm):.3e} | {rate / 1e6:8.2f} Mpts/s")
+        log.info(msg)
+        if self.show:  # one live line on a terminal, a line per pass in a log file
+            sys.stderr.write(("\r" if sys.stderr.isatty() else "") + msg
+                             + ("" if sys.stderr.isatty() else "\n"))
+            sys.stderr.flush()
+
+    def close(self):
+        if self.show and sys.stderr.isatty():
+            sys.stderr.write("\n")
+
+
+def iterate(evaluator, x0, opts, reduction: str, n_points: int, progress: bool = False,
+            ckpt=None) -> EngineOutput:
+    """Levenberg–Marquardt from ``x0``: one :func:`~nlsq_dask.solver.lm_step` per pass of
+    ``evaluator`` (the statistics at a trial point), until the state is done.
+
+    Parameters
+    ----------
+    evaluator
+        ``evaluator(params) -> stats``, with ``n_partitions``; with ``ckpt`` also
+        ``checkpointed(params, store, pass_key) -> (stats, partitions computed)`` and a
+        ``ledger`` (the dask :class:`~nlsq_dask.engines.dask_engine.PassRunner`).
+    x0, opts, reduction
+        Start, :class:`~nlsq_dask.solver.LMOptions` and ``'normal'``/``'qr'``.
+    n_points : int
+        For the progress line's rate.
+    progress : bool
+        A line per pass on stderr (always logged).
+    ckpt : FitCheckpoint, optional
+        Store the state every ``checkpoint_frequency`` passes and resume a stored one.
+    """
+    import jax
+
+    from ..solver import LMState
+
+    init, step = _lm_programs(reduction)
+    show = ProgressLine(progress, n_points)
+    computed = 0
+
+    def run_pass(params, nfev):
+        nonlocal computed
+        if ckpt is None:
+            computed += evaluator.n_partitions
+            return evaluator(params)
+        stats, n = evaluator.checkpointed(params, ckpt.store, ckpt.pass_key(nfev, params))
+        computed += n
+        ckpt.save_summaries(evaluator.ledger)
+        return stats
+
+    t0 = time.perf_counter()
+    loaded = ckpt.load(LMState) if ckpt is not None else None
+    if loaded is not None:
+        state, history = loaded
+        if bool(state.done) and int(state.nfev) < int(opts.max_nfev) and (
+                int(state.status) == 0 or _tighter(ckpt.tolerances, ckpt.stored_tolerances)):
+            # stopped by an earlier pass budget, or converged by looser tolerances than
+            # this run's: the next trial is already proposed, go on
+            state = state._replace(done=np.bool_(False), status=np.int64(0))
+        resumed_at = int(state.nfev)
+        log.info("resuming %s at pass %d", ckpt.path, resumed_at)
+    else:
+        tp = time.perf_counter()
+        state = jax.device_get(init(x0, run_pass(x0, 0), opts))
+        show(state, time.perf_counter() - tp)
+        history, resumed_at = [_entry(state, t0)], None
+        if ckpt is not None:
+            ckpt.save(state, history, force=True)
+    while not bool(state.done):
+        tp = time.perf_counter()
+        stats = run_pass(state.x_trial, int(state.nfev))
+        state = jax.device_get(step(state, stats, opts))
+        show(state, time.perf_counter() - tp)
+        if bool(state.accepted) and int(state.nit) > history[-1]["iteration"]:
+            history.append(_entry(state, t0))
+        if ckpt is not None:
+            ckpt.save(state, history, force=bool(state.done))
+    show.close()
+    extras = {"n_partitions": evaluator.n_partitions, "partitions_computed": computed}
+    if ckpt is not None:
+        extras["checkpoint"] = {"path": ckpt.path, "resumed": resumed_at is not None,
+                                "resumed_at_pass": resumed_at}
+    return EngineOutput(state, history, time.perf_counter() - t0, extras)
+
+
+def _tighter(new, old) -> bool:
+    """Whether any of the tolerances ``new`` is tighter than the stored ``old``."""
+    return old is not None and any(a < b for a, b in zip(new, old))
+
+
+def _entry(state, t0: float) -> dict:
+    return dict(iteration=int(state.nit), cost=float(state.cost),
+                params=np.asarray(state.x).tolist(), nfev=int(state.nfev),
+                step_norm=float(state.last_step_norm),
+                elapsed=time.perf_counter() - t0, elapsed_estimated=False)
