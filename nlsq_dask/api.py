@@ -245,24 +245,24 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
 
 def build_result(out, names, selection, absolute_sigma: bool, lb, ub) -> FitResult:
     """Covariance and bookkeeping from an engine's final state."""
-    from .solver import STATUS_MESSAGES, covariance
+    from .solver import Status, covariance
     from .solver.trust_region import active_constraints
 
     state = out.state
-    status = int(state.status)
-    if status == -1:
-        raise ValueError(STATUS_MESSAGES[-1])
+    status = Status(int(state.status))
+    if status is Status.NOT_FINITE:
+        raise ValueError(status.message)
     c = selection.config
     n_used = int(round(float(state.n)))
     pcov = covariance(state.H, state.R11, n_points=n_used, cost=float(state.cost),
                       absolute_sigma=absolute_sigma, reduction=c.reduction,
                       param_names=names)
-    if status == 0:
-        warnings.warn(f"{STATUS_MESSAGES[0]} The result is the best point found; raise max_nfev "
+    if status is Status.MAX_NFEV:
+        warnings.warn(f"{status.message} The result is the best point found; raise max_nfev "
                       "or loosen the tolerances.", FitWarning, stacklevel=3)
     return FitResult(popt=np.asarray(state.x, dtype=float), pcov=pcov, param_names=tuple(names),
                      cost=float(state.cost), n_points_used=n_used, nfev=int(state.nfev),
-                     nit=int(state.nit), status=status, message=STATUS_MESSAGES[status],
+                     nit=int(state.nit), status=status, message=status.message,
                      tier=selection.tier, config=c, selection=selection, history=out.history,
                      elapsed=out.elapsed, extras=dict(out.extras or {}),
                      grad=np.asarray(state.g, dtype=float), optimality=float(state.g_norm),

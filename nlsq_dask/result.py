@@ -34,7 +34,7 @@ class FitResult:
     n_points_used: int
     nfev: int
     nit: int
-    status: int
+    status: int            # a nlsq_dask.solver.Status (an IntEnum of scipy's values)
     message: str
     tier: WorkflowTier
     config: WorkflowConfig

@@ -748,3 +748,16 @@ def test_n_dimensional_xdata_reaches_the_model_in_its_shape():
     popt, _ = curve_fit(model, x, 3 * t + 4 * t)
     assert seen and all(s == (1, 2) for s in seen)
     assert_allclose(popt[0] + 2 * popt[1], 7.0, rtol=1e-10)
+
+
+def test_status_is_scipys_enum():
+    from nlsq_dask.solver import STATUS_MESSAGES, Status
+
+    assert [int(s) for s in Status] == [-1, 0, 1, 2, 3, 4]
+    assert STATUS_MESSAGES == {int(s): s.message for s in Status}
+    xdata = np.linspace(0, 1, 11)
+    r = nlsq_dask.fit(expo, xdata, 2 * np.exp(-2 * xdata))
+    assert isinstance(r.status, Status) and r.status > 0 and r.message == r.status.message
+    with pytest.warns(nlsq_dask.FitWarning):
+        r = nlsq_dask.fit(expo, xdata, 2 * np.exp(-2 * xdata), max_nfev=2)
+    assert r.status is Status.MAX_NFEV and not r.success

@@ -14,14 +14,14 @@ jax.config.update("jax_enable_x64", True)
 
 from ..errors import CovarianceWarning
 from .covariance import covariance
-from .lm import STATUS_MESSAGES, LMOptions, LMState, lm_init, lm_step, make_options
+from .lm import STATUS_MESSAGES, LMOptions, Status, LMState, lm_init, lm_step, make_options
 from .losses import LOSSES, check_loss
 from .model import ModelSpec, infer_param_names
 from .stats import (REDUCTIONS, SUMMARY_FIELDS, NormalStats, QRStats, block_stats,
                     block_summary, empty_stats)
 
 __all__ = [
-    "CovarianceWarning", "covariance", "STATUS_MESSAGES", "LMOptions", "LMState", "lm_init",
+    "CovarianceWarning", "covariance", "STATUS_MESSAGES", "Status", "LMOptions", "LMState", "lm_init",
     "lm_step", "make_options", "LOSSES", "check_loss", "ModelSpec", "infer_param_names",
     "REDUCTIONS", "SUMMARY_FIELDS", "NormalStats", "QRStats", "block_stats", "block_summary",
     "empty_stats",

@@ -20,6 +20,8 @@ Status codes are scipy's: 0 ``max_nfev`` reached, 1 ``gtol``, 2 ``ftol``, 3 ``xt
 
 from __future__ import annotations
 
+import enum
+
 from typing import NamedTuple
 
 import jax.numpy as jnp
@@ -29,14 +31,33 @@ from .stats import normal_form
 from .trust_region import (EPS, check_termination, cl_scaling, make_strictly_feasible,
                            select_step, solve_lsq_trust_region, update_tr_radius)
 
-STATUS_MESSAGES = {
-    -1: "The residuals are not finite at the initial point; check p0, the data and the model.",
-    0: "The maximum number of function evaluations (data passes) is exceeded.",
-    1: "`gtol` termination condition is satisfied.",
-    2: "`ftol` termination condition is satisfied.",
-    3: "`xtol` termination condition is satisfied.",
-    4: "Both `ftol` and `xtol` termination conditions are satisfied.",
+class Status(enum.IntEnum):
+    """Why a fit stopped: ``scipy.optimize.least_squares``' status values (> 0: converged),
+    each with its message (:attr:`message`)."""
+
+    NOT_FINITE = -1
+    MAX_NFEV = 0
+    GTOL = 1
+    FTOL = 2
+    XTOL = 3
+    FTOL_XTOL = 4
+
+    @property
+    def message(self) -> str:
+        return _MESSAGES[self]
+
+
+_MESSAGES = {
+    Status.NOT_FINITE: "The residuals are not finite at the initial point; check p0, the data "
+                       "and the model.",
+    Status.MAX_NFEV: "The maximum number of function evaluations (data passes) is exceeded.",
+    Status.GTOL: "`gtol` termination condition is satisfied.",
+    Status.FTOL: "`ftol` termination condition is satisfied.",
+    Status.XTOL: "`xtol` termination condition is satisfied.",
+    Status.FTOL_XTOL: "Both `ftol` and `xtol` termination conditions are satisfied.",
 }
+#: ``{status value: message}`` (the messages of :class:`Status`)
+STATUS_MESSAGES = {int(k): v for k, v in _MESSAGES.items()}
 
 
 class LMOptions(NamedTuple):
