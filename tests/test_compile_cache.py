@@ -83,3 +83,35 @@ def test_settings_parse():
     assert WorkflowConfig(compilation_cache=Path("/tmp/c")).compilation_cache == "/tmp/c"
     with pytest.raises(TypeError, match="compilation_cache must be True, False or a directory"):
         WorkflowConfig(compilation_cache=3)
+
+
+CLUSTER_SCRIPT = """
+import numpy as np, jax.numpy as jnp, dask.array as da, nlsq_dask
+from distributed import Client, LocalCluster
+if __name__ == "__main__":
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True) as cluster, \\
+            Client(cluster):
+        x = np.linspace(0, 10, 20000); y = 2.0 * np.exp(-0.5 * x) + 0.3
+        r = nlsq_dask.fit(lambda x, a, b, c: a * jnp.exp(-b * x) + c,
+                          da.from_array(x, chunks=5000), da.from_array(y, chunks=5000),
+                          p0=[2.5, 0.6, 0.2], tier="chunked")
+        print(r.popt.tolist())
+"""
+
+
+@pytest.mark.slow
+def test_dask_worker_processes_use_the_cache(tmp_path):
+    """The partition kernel is compiled on the worker only: its cache entry proves that the
+    worker process turned the cache on."""
+    pytest.importorskip("distributed")
+    script = tmp_path / "cluster_fit.py"
+    script.write_text(CLUSTER_SCRIPT)
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("NLSQ_", "JAX_COMPILATION_CACHE"))}
+    env.update(JAX_PLATFORMS="cpu", PYTHONPATH=str(ROOT),
+               NLSQ_COMPILATION_CACHE=str(tmp_path / "cache"))
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True, text=True,
+                         timeout=300, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    names = [p.name for p in (tmp_path / "cache").iterdir()]
+    assert any(n.startswith("jit_fn-") for n in names), names      # the worker's kernel

@@ -66,6 +66,9 @@ def _kernel(token, spec, loss: str, reduction: str, tile: int, batched: bool = F
         import jax
 
         from ..solver import block_stats, block_summary
+        from ..solver.compile_cache import enable_from_environment
+
+        enable_from_environment()      # a worker process: before its first compile
 
         with _LOCK:
             fn = _KERNELS.get(key)

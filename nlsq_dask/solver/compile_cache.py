@@ -10,6 +10,8 @@ program and the compiler, so a model that changed is compiled anew).
   ``~/Library/Caches`` on macOS, ``%LOCALAPPDATA%`` on Windows).
 * A cache the user configured for JAX (``JAX_COMPILATION_CACHE_DIR`` or
   ``jax.config``) is left as it is.
+* Dask worker processes compile the partition kernels: they turn the cache on as their
+  environment says (:func:`enable_from_environment`, default on).
 """
 
 from __future__ import annotations
@@ -67,3 +69,17 @@ def enable_compilation_cache(setting=True) -> str | None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", MIN_COMPILE_SECONDS)
     _STATE["dir"] = path
     return path
+
+
+def enable_from_environment() -> str | None:
+    """:func:`enable_compilation_cache` as ``NLSQ_COMPILATION_CACHE`` says (default on):
+    for processes that compile without a fit's configuration, such as dask workers."""
+    if "dir" in _STATE:
+        return _STATE["dir"]
+    from ..workflow.loading import get_env_overrides
+
+    try:
+        setting = get_env_overrides().get("compilation_cache", True)
+    except ValueError:              # a bad NLSQ_* variable is the client's to report
+        setting = True
+    return enable_compilation_cache(setting)
