@@ -36,8 +36,13 @@ def _n_params(f) -> int:
     return n
 
 
+def _is_lazy(a) -> bool:
+    """A dask array, or an xarray object backed by one (never computed to be checked)."""
+    return hasattr(a, "dask") or hasattr(getattr(a, "data", None), "dask")
+
+
 def _contains_nan(a) -> bool:
-    return not hasattr(a, "dask") and a is not None and bool(np.isnan(np.asarray(a, float)).any())
+    return a is not None and not _is_lazy(a) and bool(np.isnan(np.asarray(a, float)).any())
 
 
 def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_finite=None,
@@ -112,7 +117,7 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         xdata = np.arange(np.shape(ydata)[-1], dtype=float)
     if check_finite:
         for a in (xdata, ydata) if not isinstance(xdata, (tuple, list)) else (*xdata, ydata):
-            if not hasattr(a, "dask"):
+            if not _is_lazy(a):          # lazy data are checked in the first pass
                 np.asarray_chkfinite(np.asarray(a, dtype=float))
     elif nan_policy == "raise" and any(_contains_nan(a) for a in (
             *(xdata if isinstance(xdata, (tuple, list)) else (xdata,)), ydata, sigma)):

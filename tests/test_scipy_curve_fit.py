@@ -558,6 +558,12 @@ def test_xarray_data():
     y = xr.DataArray(2 * np.exp(-2 * xdata), dims="t").chunk({"t": 4})
     popt, _ = curve_fit(expo, x, y)
     assert_allclose(popt, [2.0, 2.0])
+    # dask-backed xarray data are never computed up front to be checked: the NaN is
+    # found in the first pass (the ledger's message, not numpy's asarray_chkfinite)
+    y_nan = y.copy(data=y.data.copy())
+    y_nan[5] = np.nan
+    with pytest.raises(ValueError, match=r"NaN or inf \(1 point\(s\)"):
+        curve_fit(expo, x, y_nan, tier="chunked")
 
 
 def test_fit_result_is_the_tuple_and_a_least_squares_result():
