@@ -133,8 +133,8 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
         warnings.simplefilter("ignore", FitWarning)      # not converged: raised below
         result = fit(f, xdata, ydata, p0, sigma=sigma, absolute_sigma=absolute_sigma,
                      bounds=bounds, method=method, jac=jac,
-                     check_finite=None if nan_policy == "omit" else bool(
-                         check_finite or nan_policy == "raise"),
+                     check_finite=True if check_finite or nan_policy == "raise" else (
+                         None if nan_policy == "omit" else False),
                      nan_policy="omit" if nan_policy == "omit" else "raise", **kwargs)
     if not result.success:
         raise RuntimeError(f"Optimal parameters not found: {result.message}")

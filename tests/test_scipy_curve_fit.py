@@ -564,6 +564,10 @@ def test_xarray_data():
     y_nan[5] = np.nan
     with pytest.raises(ValueError, match=r"NaN or inf \(1 point\(s\)"):
         curve_fit(expo, x, y_nan, tier="chunked")
+    with pytest.raises(ValueError, match=r"NaN or inf \(1 point\(s\)"):     # as scipy:
+        curve_fit(expo, x, y_nan, tier="chunked", check_finite=True, nan_policy="omit")
+    popt, _ = curve_fit(expo, x, y_nan, tier="chunked", nan_policy="omit")
+    assert_allclose(popt, [2.0, 2.0])
 
 
 def test_fit_result_is_the_tuple_and_a_least_squares_result():
