@@ -16,8 +16,8 @@ def _block_terms(spec, params, xs, y, sigma, cov_factor=None, want_jacobian=Fals
     Jacobian is rescaled for a robust loss as ``least_squares``' ``jac`` is (``JᵀJ`` is
     then the Gauss–Newton Hessian of the cost)."""
     from .solver.losses import scale_for_loss
+    from .solver.stats import residual_and_jacobian
 
-    import jax
     import jax.numpy as jnp
 
     xs = tuple(jnp.asarray(x, jnp.float64) for x in xs)
@@ -31,21 +31,14 @@ def _block_terms(spec, params, xs, y, sigma, cov_factor=None, want_jacobian=Fals
             return solve_triangular(jnp.asarray(cov_factor), values.T, lower=True).T
         return values if sigma is None else values / jnp.asarray(sigma, jnp.float64)
 
-    def residual(p):
-        return weighted(spec.evaluate(xs, p) - y)
-
     ok = np.isfinite(np.asarray(y))
     for x in xs:
         ok &= np.isfinite(np.asarray(x))
     if sigma is not None:
         ok &= np.isfinite(np.asarray(sigma))
     if not want_jacobian:
-        return np.where(ok, np.asarray(residual(params)), np.nan)
-    if spec.jac is not None:
-        r, J = residual(params), weighted(spec.jacobian(xs, params))
-    else:
-        r, jvp = jax.linearize(residual, params)
-        J = jax.vmap(jvp)(jnp.eye(params.shape[0], dtype=params.dtype))
+        return np.where(ok, np.asarray(weighted(spec.evaluate(xs, params) - y)), np.nan)
+    r, J = residual_and_jacobian(spec, params, xs, y, weighted)
     J = scale_for_loss(r, J, loss, f_scale)[2]
     return np.where(ok[:, None], np.asarray(J).T, np.nan)
 

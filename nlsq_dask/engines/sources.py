@@ -219,8 +219,8 @@ def stored_files_digest(array) -> str | None:
     if not hasattr(array, "dask"):
         return None
     h, found = hashlib.sha256(), False
-    for text in sorted({describe(z) for _, _, _, z in _source_layers(array)}):
-        z = next(z for _, _, _, z in _source_layers(array) if describe(z) == text)
+    stores = {describe(z): z for _, _, _, z in _source_layers(array)}   # each store once
+    for text, z in sorted(stores.items()):
         listing = _file_listing(z)
         if listing is not None:
             found = True

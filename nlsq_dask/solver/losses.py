@@ -8,7 +8,6 @@ the robust cost (scipy's ``scale_for_robust_loss_function``).
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Callable
@@ -35,15 +34,14 @@ class CustomLoss:
     def identity(self) -> str:
         import jax
 
+        from .model import jaxpr_digest
+
         try:
             closed = jax.make_jaxpr(self.func)(jax.ShapeDtypeStruct((8,), np.float64))
         except Exception as exc:  # noqa: BLE001 - said in the message
             raise TypeError(f"a callable loss must be rho(z) -> (3, N) written with jax.numpy; "
                             f"tracing it failed ({type(exc).__name__}: {exc})") from exc
-        h = hashlib.sha256(str(closed.jaxpr).encode())
-        for const in closed.consts:
-            h.update(np.ascontiguousarray(np.asarray(const)).tobytes())
-        return h.hexdigest()
+        return jaxpr_digest(closed)
 
     def __eq__(self, other):
         return isinstance(other, CustomLoss) and self.identity == other.identity

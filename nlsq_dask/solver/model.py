@@ -131,6 +131,12 @@ def model_identity(spec: ModelSpec) -> str:
             closed = jax.make_jaxpr(spec.evaluate)(xs, params)
         except Exception:  # noqa: BLE001 - check_model reports why, before any fit
             return f"untraceable-{uuid.uuid4().hex}"
+    return jaxpr_digest(closed)
+
+
+def jaxpr_digest(closed) -> str:
+    """sha256 of a closed jaxpr: its text (object addresses left out) and its constants'
+    dtypes, shapes and bytes."""
     h = hashlib.sha256(_ADDRESS.sub("", str(closed.jaxpr)).encode())
     for const in closed.consts:
         a = np.asarray(const)

@@ -49,6 +49,20 @@ def empty_stats(n_params: int, reduction: str):
                        jnp.zeros((n_params, n_params), jnp.float64))
 
 
+def residual_and_jacobian(spec: ModelSpec, params, xs, y, weigh):
+    """``weigh(model(xs, params) - y)`` and its ``(p, N)`` Jacobian in the parameters: the
+    user's ``jac`` weighed the same way, else forward-mode autodiff. ``weigh`` is linear
+    and acts on the last (point) axis: weights ``1/σ``, or whitening by a covariance
+    factor."""
+    def residual(p):
+        return weigh(spec.evaluate(xs, p) - y)
+
+    if spec.jac is None:
+        r, jvp = jax.linearize(residual, params)
+        return r, jax.vmap(jvp)(jnp.eye(params.shape[0], dtype=params.dtype))
+    return residual(params), weigh(spec.jacobian(xs, params))
+
+
 def _tile_terms(spec: ModelSpec, loss: str, params, xs, y, w, ok, f_scale):
     """Masked, loss-rescaled residuals ``r`` (T,), Jacobian ``J`` (p, T), cost terms."""
     ok = ok & jnp.isfinite(y)
@@ -57,16 +71,8 @@ def _tile_terms(spec: ModelSpec, loss: str, params, xs, y, w, ok, f_scale):
     for xi in xs:
         ok = ok & jnp.isfinite(xi)
 
-    def residual(p):
-        r = spec.evaluate(xs, p) - y
-        return r if w is None else r * w
-
-    if spec.jac is None:
-        r, jvp = jax.linearize(residual, params)
-        J = jax.vmap(jvp)(jnp.eye(params.shape[0], dtype=params.dtype))
-    else:                                   # the user's Jacobian, weighted as the residuals
-        r, J = residual(params), spec.jacobian(xs, params)
-        J = J if w is None else J * w[None, :]
+    r, J = residual_and_jacobian(spec, params, xs, y, (lambda a: a) if w is None else
+                                 (lambda a: a * w))
     r = jnp.where(ok, r, 0.0)
     J = jnp.where(ok[None, :], J, 0.0)
     rho0, r, J = scale_for_loss(r, J, loss, f_scale)
@@ -135,11 +141,7 @@ def whitened_stats(spec: ModelSpec, loss, reduction: str, L, params, xs, y, f_sc
     def whiten(a):                       # L⁻¹ a for a (N,) vector or a (p, N) block
         return solve_triangular(L, a.T, lower=True).T
 
-    if spec.jac is None:
-        r, jvp = jax.linearize(lambda q: whiten(spec.evaluate(xs, q) - y), params)
-        J = jax.vmap(jvp)(jnp.eye(p, dtype=params.dtype))
-    else:
-        r, J = whiten(spec.evaluate(xs, params) - y), whiten(spec.jacobian(xs, params))
+    r, J = residual_and_jacobian(spec, params, xs, y, whiten)
     rho0, r, J = scale_for_loss(r, J, loss, f_scale)
     n = jnp.asarray(y.shape[0], jnp.float64)
     cost = 0.5 * jnp.sum(rho0)
