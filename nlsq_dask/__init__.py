@@ -2,13 +2,15 @@
 
 ``popt, pcov = nlsq_dask.fit(model, x, y, p0)`` with numpy, dask or xarray data; the
 workflow names (tiers, goals, presets, selector) follow NLSQ's ``nlsq.workflow``.
-Importing the package does not import JAX or dask; :func:`fit` does when called.
+Importing the package does not import JAX, dask, xarray or scipy.optimize; :func:`fit`
+imports what it needs when called, and the ``.nlsq`` xarray accessor is registered when
+xarray is imported (:mod:`nlsq_dask.registration`).
 """
 
-from . import xarray as _xarray_accessor  # noqa: F401  (registers ds.nlsq / da.nlsq)
 from .api import fit
-from .errors import (CheckpointError, CovarianceWarning, DataChangedError, DataReadError,
-                     FitWarning, InsufficientDataError, MissingChunksError, NotPointwiseError)
+from .errors import (CheckpointError, DataChangedError, DataReadError, FitWarning,
+                     InsufficientDataError, MissingChunksError, NotPointwiseError)
+from .registration import register_accessor
 from .result import FitResult
 from .scipy_compat import curve_fit
 from .workflow import (WORKFLOW_PRESETS, ClusterDetector, ClusterInfo, DatasetSizeTier,
@@ -17,6 +19,16 @@ from .workflow import (WORKFLOW_PRESETS, ClusterDetector, ClusterInfo, DatasetSi
                        get_total_available_memory_gb)
 
 __version__ = "0.1.0"
+
+register_accessor()
+
+
+def __getattr__(name: str):
+    if name == "CovarianceWarning":      # made on first use (see nlsq_dask.errors)
+        from . import errors
+
+        return errors.CovarianceWarning
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "fit", "curve_fit", "FitResult", "FitWarning", "CovarianceWarning", "InsufficientDataError",

@@ -1,21 +1,37 @@
 """The warnings and errors a fit can raise, in one place (no heavy imports).
 
 Every class names a cause a user can act on. The warnings subclass the ones users of
-scipy already filter: :class:`CovarianceWarning` is a
-:class:`scipy.optimize.OptimizeWarning`, as ``curve_fit``'s is.
+scipy already filter: ``CovarianceWarning`` is a
+:class:`scipy.optimize.OptimizeWarning`, as ``curve_fit``'s is (made when first used,
+so that importing the package does not import scipy.optimize).
 """
 
 from __future__ import annotations
 
-from scipy.optimize import OptimizeWarning
+import threading
 
-
-class CovarianceWarning(OptimizeWarning):
-    """Some or all parameters are not determined by the data: their covariance is ``inf``.
+_COVARIANCE_DOC = """Some or all parameters are not determined by the data: their covariance is ``inf``.
 
     ``curve_fit`` issues an :class:`~scipy.optimize.OptimizeWarning` in the same cases,
     so ``warnings.filterwarnings(..., category=OptimizeWarning)`` covers both.
     """
+_LOCK = threading.Lock()
+
+
+def __getattr__(name: str):
+    # CovarianceWarning subclasses scipy's OptimizeWarning; importing scipy.optimize
+    # costs ~0.2 s, a third of `import nlsq_dask`, so the class is made on first use
+    # (once: a lock keeps two threads from making two classes).
+    if name != "CovarianceWarning":
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    with _LOCK:
+        if name not in globals():
+            from scipy.optimize import OptimizeWarning
+
+            globals()[name] = type(name, (OptimizeWarning,),
+                                   {"__module__": __name__, "__doc__": _COVARIANCE_DOC,
+                                    "__qualname__": name})
+    return globals()[name]
 
 
 class FitWarning(UserWarning):

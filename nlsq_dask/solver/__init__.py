@@ -12,7 +12,6 @@ import jax
 # Statistics are accumulated in float64; JAX needs to be told before any array exists.
 jax.config.update("jax_enable_x64", True)
 
-from ..errors import CovarianceWarning
 from .covariance import covariance
 from .lm import STATUS_MESSAGES, LMOptions, Status, LMState, lm_init, lm_step, make_options
 from .losses import LOSSES, check_loss
@@ -21,7 +20,7 @@ from .stats import (REDUCTIONS, SUMMARY_FIELDS, NormalStats, QRStats, block_stat
                     block_summary, empty_stats)
 
 __all__ = [
-    "CovarianceWarning", "covariance", "STATUS_MESSAGES", "Status", "LMOptions", "LMState", "lm_init",
+    "covariance", "STATUS_MESSAGES", "Status", "LMOptions", "LMState", "lm_init",
     "lm_step", "make_options", "LOSSES", "check_loss", "ModelSpec", "infer_param_names",
     "REDUCTIONS", "SUMMARY_FIELDS", "NormalStats", "QRStats", "block_stats", "block_summary",
     "empty_stats",

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..errors import CovarianceWarning
+from .. import errors
 
 _EPS = float(np.finfo(np.float64).eps)
 # A parameter is undetermined when the discarded (null-space) directions of the scaled
@@ -69,7 +69,7 @@ def covariance(H, R11, *, n_points: int, cost: float, absolute_sigma: bool,
                "with its parameters there, its output is piecewise constant, or the weights "
                "1/sigma underflow")
         warnings.warn(f"Covariance of the parameters could not be estimated ({why}); pcov is "
-                      "inf", CovarianceWarning, stacklevel=3)
+                      "inf", errors.CovarianceWarning, stacklevel=3)
         return pcov
     free = null_space_parameters(V[:, ~keep])
     if free.any():
@@ -80,7 +80,7 @@ def covariance(H, R11, *, n_points: int, cost: float, absolute_sigma: bool,
                       f"{[names[i] for i in np.flatnonzero(free)]}: the data do not determine "
                       "them (the model's value does not change with them, or only through a "
                       "combination of parameters); their pcov rows and columns are inf",
-                      CovarianceWarning, stacklevel=3)
+                      errors.CovarianceWarning, stacklevel=3)
     return pcov
 
 
