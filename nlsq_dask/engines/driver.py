@@ -13,12 +13,12 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, field
-from functools import lru_cache, partial
 
 import numpy as np
 
 from ..workflow import WorkflowTier
 from .in_memory import materialise, run_in_memory
+from .iterate import lm_programs
 from .outputs import EngineOutput
 from .invariants import check_materialised
 
@@ -60,8 +60,9 @@ class FitContext:
         c = self.selection.config
         return run_in_memory(self.spec, x0=x0, data=self.data() if data is None else data,
                              loss=c.loss, f_scale=c.f_scale, reduction=c.reduction,
-                             opts=self.opts if opts is None else opts, max_nfev=self.max_nfev,
-                             cov_factor=self.inputs.cov_factor if data is None else None)
+                             opts=self.opts if opts is None else opts,
+                             cov_factor=self.inputs.cov_factor if data is None else None,
+                             progress=self.progress)
 
     def runner(self):
         """The pass runner, built once per fit (CHUNKED persists its partitions here)."""
@@ -83,17 +84,6 @@ def run_single(ctx: FitContext, x0) -> EngineOutput:
     return ctx.run_in_memory(x0) if ctx.in_memory else ctx.run_dask(x0)
 
 
-@lru_cache(maxsize=None)
-def _batched_lm(reduction: str):
-    import jax
-
-    from ..solver import lm_init, lm_step
-
-    init = jax.jit(jax.vmap(partial(lm_init, reduction=reduction), in_axes=(0, 0, None)))
-    step = jax.jit(jax.vmap(partial(lm_step, reduction=reduction), in_axes=(0, 0, None)))
-    return init, step
-
-
 def batch_passes(runner, x0s, opts, reduction: str, parts=None, max_passes=None, patience=None):
     """Iterate all starts together, one shared read per pass: ``(state, passes)``.
 
@@ -101,10 +91,8 @@ def batch_passes(runner, x0s, opts, reduction: str, parts=None, max_passes=None,
     passes the first converged start needed and none of them is below the best
     converged cost (an LM cost never rises, so such a start could still win).
     """
-    import jax
-
-    init, step = _batched_lm(reduction)
-    state = jax.device_get(init(np.asarray(x0s), runner(x0s, parts), opts))
+    lm = lm_programs(reduction, batched=True)
+    state = lm.init(np.asarray(x0s), runner(x0s, parts), opts)
     passes = 1
 
     def patience_over():
@@ -117,7 +105,7 @@ def batch_passes(runner, x0s, opts, reduction: str, parts=None, max_passes=None,
 
     while not np.all(state.done) and (max_passes is None or passes < max_passes) \
             and not patience_over():
-        state = jax.device_get(step(state, runner(state.x_trial, parts), opts))
+        state = lm.step(state, runner(state.x_trial, parts), opts)
         passes += 1
     return state, passes
 
@@ -185,7 +173,7 @@ def _starts_in_memory(ctx: FitContext, starts):
     if n <= 2 * n_screen or ctx.inputs.cov_factor is not None:  # correlated points: all of them
         batch = ctx.run_in_memory(starts)
         best = _best(batch.state)
-        out = EngineOutput(_pick(batch.state, best), batch.history[best], batch.elapsed)
+        out = EngineOutput(_pick(batch.state, best), [], batch.elapsed)
         return out, dict(method="vmapped", starts=_start_records(starts, batch.state), winner=best,
                          data_passes=float(np.max(batch.state.nfev)))
     idx = np.linspace(0, n - 1, n_screen).round().astype(int)

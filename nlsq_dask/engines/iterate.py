@@ -1,11 +1,11 @@
 """The Levenberg–Marquardt loop on the host: a pass, a step, until done.
 
-An *evaluator* returns the statistics at a trial point (a dask pass over the
-partitions), and the jitted :func:`~nlsq_dask.solver.lm_step` takes the step. The step
-does not depend on the model, so it is compiled once per parameter count and reduction
-and reused by every model (and, through the persistent compilation cache, by every
-process). The STANDARD tier runs the same step inside a jitted ``lax.while_loop``
-(:mod:`~nlsq_dask.engines.in_memory`).
+An *evaluator* returns the statistics at a trial point (one kernel call on in-memory
+data, or a dask pass over the partitions), and the jitted
+:func:`~nlsq_dask.solver.lm_step` takes the step. The step does not depend on the
+model, so it is compiled once per parameter count and reduction and reused by every
+model (and, through the persistent compilation cache, by every process). Every tier
+runs this loop.
 """
 
 from __future__ import annotations
@@ -13,7 +13,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
-from functools import lru_cache
+from functools import lru_cache, partial
+from typing import Callable, NamedTuple
 
 import numpy as np
 
@@ -22,16 +23,48 @@ from .outputs import EngineOutput
 log = logging.getLogger("nlsq_dask")
 
 
+class LMPrograms(NamedTuple):
+    """The jitted LM step in its three parts (see :func:`~nlsq_dask.solver.lm.lm_consume`),
+    for one start or, ``batched``, a leading axis of starts; host values in and out."""
+
+    start: Callable
+    consume: Callable
+    propose_where: Callable
+
+    def init(self, x0, stats, opts):
+        """The state at ``x0`` with its first trial proposed."""
+        import jax
+
+        state = self.start(x0, stats, opts)
+        return jax.device_get(self.propose_where(np.ones(np.shape(state.done), bool), state,
+                                                 opts))
+
+    def step(self, state, stats, opts):
+        """One :func:`~nlsq_dask.solver.lm_step`; the proposal runs only where needed."""
+        import jax
+
+        state, propose = self.consume(state, stats, opts)
+        propose = np.asarray(propose)
+        if propose.any():
+            state = self.propose_where(propose, state, opts)
+        return jax.device_get(state)
+
+
 @lru_cache(maxsize=None)
-def _lm_programs(reduction: str):
-    """The jitted ``lm_init`` and ``lm_step`` for ``reduction`` (one pair a process)."""
+def lm_programs(reduction: str, batched: bool = False) -> LMPrograms:
+    """The LM step for ``reduction`` compiled once a process (and kept by the persistent
+    compilation cache): it does not depend on the model."""
     import jax
-    from functools import partial
 
-    from ..solver import lm_init, lm_step
+    from ..solver.compile_options import jit_small
+    from ..solver.lm import lm_consume, lm_propose_where, lm_start
 
-    return (jax.jit(partial(lm_init, reduction=reduction)),
-            jax.jit(partial(lm_step, reduction=reduction)))
+    propose = partial(lm_propose_where, reduction=reduction)
+    fns = (lm_start, lm_consume, propose)
+    if batched:
+        fns = (jax.vmap(lm_start, in_axes=(0, 0, None)), jax.vmap(lm_consume, in_axes=(0, 0, None)),
+               jax.vmap(propose, in_axes=(0, 0, None)))
+    return LMPrograms(*[jit_small(f) for f in fns])
 
 
 class ProgressLine:
@@ -75,11 +108,9 @@ def iterate(evaluator, x0, opts, reduction: str, n_points: int, progress: bool =
     ckpt : FitCheckpoint, optional
         Store the state every ``checkpoint_frequency`` passes and resume a stored one.
     """
-    import jax
-
     from ..solver import LMState
 
-    init, step = _lm_programs(reduction)
+    lm = lm_programs(reduction)
     show = ProgressLine(progress, n_points)
     computed = 0
 
@@ -106,7 +137,7 @@ def iterate(evaluator, x0, opts, reduction: str, n_points: int, progress: bool =
         log.info("resuming %s at pass %d", ckpt.path, resumed_at)
     else:
         tp = time.perf_counter()
-        state = jax.device_get(init(x0, run_pass(x0, 0), opts))
+        state = lm.init(x0, run_pass(x0, 0), opts)
         show(state, time.perf_counter() - tp)
         history, resumed_at = [_entry(state, t0)], None
         if ckpt is not None:
@@ -114,7 +145,7 @@ def iterate(evaluator, x0, opts, reduction: str, n_points: int, progress: bool =
     while not bool(state.done):
         tp = time.perf_counter()
         stats = run_pass(state.x_trial, int(state.nfev))
-        state = jax.device_get(step(state, stats, opts))
+        state = lm.step(state, stats, opts)
         show(state, time.perf_counter() - tp)
         if bool(state.accepted) and int(state.nit) > history[-1]["iteration"]:
             history.append(_entry(state, t0))

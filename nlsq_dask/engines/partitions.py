@@ -32,6 +32,33 @@ def bucket_length(length: int, tile: int, max_block: int) -> int:
     return int(min(full, tile * (1 << max(0, (tiles - 1).bit_length()))))
 
 
+# Beyond this many points in-memory data are not padded (no copy, one compile per length)
+POW2_BUCKETS_UP_TO = 1 << 22
+
+
+def padded_length(n: int, compiled=()) -> tuple[int, int]:
+    """``(tile, padded length)`` of ``n`` in-memory points: the compiled shape.
+
+    The length is the next power of two (at least 16 points), or a length in
+    ``compiled`` (those already compiled) up to twice that, so one compiled kernel
+    serves every ``n`` from a quarter of its length up. The tile is 1/32 of the length
+    (8 to :data:`MAX_TILE` points) and the kernel visits only the tiles that hold data,
+    so padding costs at most one tile: under 1/8 of a pass from 128 points up. Above
+    :data:`POW2_BUCKETS_UP_TO` points nothing is padded (the length is ``n``): a copy
+    of the data would cost more than compiling for a new length.
+    """
+    n = max(int(n), 1)
+    own = max(16, 1 << (n - 1).bit_length())
+    if own > POW2_BUCKETS_UP_TO:
+        return MAX_TILE, n
+    length = min([c for c in compiled if n <= c <= 2 * own], default=own)
+    return _tile_of(length), length
+
+
+def _tile_of(length: int) -> int:
+    return int(min(MAX_TILE, max(8, length // 32)))
+
+
 def align_chunks(arrays: list, names: list[str], target: tuple[int, ...] | None = None):
     """Rechunk 1-D dask arrays to common chunks along the point axis.
 
@@ -58,9 +85,16 @@ def align_chunks(arrays: list, names: list[str], target: tuple[int, ...] | None 
     return [a.rechunk((refined,)) for a in arrays]
 
 
-def _kernel(token, spec, loss: str, reduction: str, tile: int, batched: bool = False):
-    """The jitted statistics kernel; ``batched`` maps it over a leading axis of starts."""
-    key = (token, loss, reduction, tile, batched)
+def stats_kernel(key, spec, loss: str, reduction: str, tile: int, batched: bool = False,
+                 summary: bool = True):
+    """The jitted statistics kernel of blocks of ``tile`` multiples, one per process and
+    ``key`` (what the model computes: a token of :attr:`ModelSpec.identity`, or the spec).
+
+    ``batched`` maps it over a leading axis of starts (one read of the block serves every
+    start); ``summary`` adds the block's data summary
+    (:func:`~nlsq_dask.solver.block_summary`) to the statistics.
+    """
+    key = (key, loss, reduction, tile, batched, summary)
     fn = _KERNELS.get(key)
     if fn is None:
         import jax
@@ -74,11 +108,12 @@ def _kernel(token, spec, loss: str, reduction: str, tile: int, batched: bool = F
             fn = _KERNELS.get(key)
             if fn is None:
                 stats = partial(block_stats, spec, loss, reduction, tile)
-                if batched:  # one read of the block serves every start
+                if batched:
                     stats = jax.vmap(stats, in_axes=(0, None, None, None, None, None))
 
                 def fn(params, xs, y, w, n_valid, f_scale, stats=stats):
-                    return stats(params, xs, y, w, n_valid, f_scale), block_summary(xs, y, w, n_valid)
+                    out = stats(params, xs, y, w, n_valid, f_scale)
+                    return (out, block_summary(xs, y, w, n_valid)) if summary else out
 
                 fn = jax.jit(fn)
                 _KERNELS[key] = fn
@@ -111,7 +146,7 @@ def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n
 
     with np.errstate(divide="ignore"):  # sigma = 0 gives w = inf, counted by the summary
         w = None if sigma is None else 1.0 / padded(sigma, 1.0)
-    stats, summary = _kernel(token, spec, loss, reduction, tile, np.ndim(params) == 2)(
+    stats, summary = stats_kernel(token, spec, loss, reduction, tile, np.ndim(params) == 2)(
         jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, np.int64(n), f_scale)
     return tuple(np.asarray(s) for s in stats) + (np.asarray(summary),)
 

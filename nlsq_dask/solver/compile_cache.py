@@ -55,7 +55,8 @@ def enable_compilation_cache(setting=True) -> str | None:
     if configured:                      # the user's own JAX cache: theirs to manage
         _STATE["dir"] = configured
         return configured
-    if setting is False:
+    if setting is False:                # off for this process (JAX decides at its first compile)
+        _STATE["dir"] = None
         return None
     path = default_cache_dir() if setting is True else os.path.expanduser(str(setting))
     try:

@@ -7,8 +7,9 @@ of a pass (:mod:`nlsq_dask.solver.stats`). One call of :func:`lm_step` consumes 
 statistics at the pending trial point: it accepts or rejects the point, updates the
 radius, tests termination and proposes the next trial. The statistics of an
 accepted trial are already those of the new iterate, so every trial costs exactly
-one pass. The same pure function runs inside ``lax.while_loop`` (in memory) and in a
-Python loop on the client (dask).
+one pass. Every tier runs it in the host loop of :mod:`nlsq_dask.engines.iterate`,
+compiled once per parameter count whatever the model (:func:`lm_consume` and
+:func:`lm_propose` are its two halves).
 
 Where ``ftol``/``xtol`` would stop while the parameters still change in the digits the
 tolerances promise, a few Gauss–Newton polishing trials follow (:func:`settled`); on
@@ -172,8 +173,9 @@ def _check_start(state: LMState, opts: LMOptions) -> LMState:
     return state._replace(g_norm=g_norm, status=status, done=state.done | gtol_hit | nfev_hit)
 
 
-def lm_init(x0, stats, opts: LMOptions, reduction: str = "normal") -> LMState:
-    """State at the (strictly feasible) start ``x0`` from the statistics there."""
+def lm_start(x0, stats, opts: LMOptions) -> LMState:
+    """State at the (strictly feasible) start ``x0`` from the statistics there, before
+    the first trial is proposed (:func:`lm_propose`)."""
     x0 = jnp.asarray(x0, jnp.float64)
     g, H, R11, q = normal_form(stats)
     jac_scale = jnp.all(opts.x_scale == 0)
@@ -190,16 +192,32 @@ def lm_init(x0, stats, opts: LMOptions, reduction: str = "normal") -> LMState:
         step_norm=zero, last_step_norm=zero, accepted=jnp.bool_(True), nfev=jnp.int64(1),
         nit=jnp.int64(0), status=jnp.where(finite, jnp.int64(0), jnp.int64(-1)), done=~finite,
         polish=jnp.int64(0), final_status=jnp.int64(0))
-    state = _check_start(state, opts)
-    return _propose(state, opts, reduction)
+    return state
+
+
+def lm_propose(state: LMState, opts: LMOptions, reduction: str = "normal") -> LMState:
+    """The gtol and pass-budget tests at the iterate, then the next trust-region trial."""
+    return _propose(_check_start(state, opts), opts, reduction)
+
+
+def lm_propose_where(flag, state: LMState, opts: LMOptions, reduction: str = "normal") -> LMState:
+    """:func:`lm_propose` where ``flag`` (per start, for a batch), ``state`` elsewhere."""
+    return _select_tree(flag, lm_propose(state, opts, reduction), state)
+
+
+def lm_init(x0, stats, opts: LMOptions, reduction: str = "normal") -> LMState:
+    """State at the (strictly feasible) start ``x0`` with its first trial proposed."""
+    return lm_propose(lm_start(x0, stats, opts), opts, reduction)
 
 
 # Polishing: after ftol/xtol end the trust-region loop, up to MAX_POLISH Gauss-Newton
-# steps are taken while the estimated distance to the optimum exceeds 0.1·sqrt(xtol) of
-# a parameter's size; each is kept unless it raises the cost beyond rounding
-# (NOISE_EPS·eps·cost), and polishing stops when the steps shrink slower than RATE_MAX.
+# steps are taken while the estimated distance to the optimum exceeds settle_tolerance
+# of a parameter's size; each is kept unless it raises the cost beyond rounding
+# (NOISE_EPS·eps·cost, or GN_NOISE_EPS·eps·cost for a step after which the Gauss-Newton
+# step has halved), and polishing stops when the steps shrink slower than RATE_MAX.
 MAX_POLISH = 10
 NOISE_EPS = 100.0
+GN_NOISE_EPS = 1e4
 RATE_MAX = 0.9
 
 
@@ -220,8 +238,19 @@ def gauss_newton_step(x, g, H, n, lb, ub) -> jnp.ndarray:
 
 
 def polish_tolerance(xtol):
-    """``τ = 0.1·√xtol``: with the default ``xtol=1e-12`` of small data, ``1e-7``."""
+    """``τ = 0.1·√xtol``, the size below which a parameter counts as absolute, not
+    relative, in :func:`relative_size`: with ``xtol=1e-12``, ``1e-7``."""
     return 0.1 * jnp.sqrt(xtol)
+
+
+def settle_tolerance(xtol):
+    """How close to the optimum a fit ends, relative: ``min(0.1·√xtol, 100·xtol)``.
+
+    ``1e-10`` at ``xtol=1e-12`` (so that fits that differ only in the order of their
+    sums, such as chunkings of the same data, agree to 1e-10), ``1e-4`` from
+    ``xtol=1e-6`` up.
+    """
+    return jnp.minimum(polish_tolerance(xtol), 100.0 * xtol)
 
 
 def relative_size(step, x, tau) -> jnp.ndarray:
@@ -230,7 +259,7 @@ def relative_size(step, x, tau) -> jnp.ndarray:
 
 
 def settled(step, x, xtol, rate=0.0) -> jnp.ndarray:
-    """Whether the optimum is within ``τ`` (:func:`polish_tolerance`) of ``x``, relative.
+    """Whether the optimum is within :func:`settle_tolerance` of ``x``, relative.
 
     Gauss–Newton converges linearly on problems with large residuals (rate ``ρ``), so
     the distance to the optimum is estimated as ``|step| / (1 - ρ)`` from the
@@ -239,18 +268,32 @@ def settled(step, x, xtol, rate=0.0) -> jnp.ndarray:
     digit (NIST's ENSO and MGH09 at the default tolerances). A non-finite step counts
     as settled (nothing to polish with).
     """
-    tau = polish_tolerance(xtol)
-    distance = relative_size(step, x, tau) / (1.0 - jnp.minimum(rate, RATE_MAX))
-    return (distance <= tau) | ~jnp.all(jnp.isfinite(step))
+    distance = relative_size(step, x, polish_tolerance(xtol)) / (1.0 - jnp.minimum(rate, RATE_MAX))
+    return (distance <= settle_tolerance(xtol)) | ~jnp.all(jnp.isfinite(step))
 
 
 def lm_step(state: LMState, stats, opts: LMOptions, reduction: str = "normal") -> LMState:
-    """Consume the statistics at ``state.x_trial`` and propose the next trial.
+    """Consume the statistics at ``state.x_trial`` and propose the next trial
+    (:func:`lm_consume`, then :func:`lm_propose` where it says so).
 
     When ``ftol``/``xtol`` end the trust-region iteration at a point that is not
     :func:`settled`, the next trials are Gauss–Newton steps (polishing, at most
     :data:`MAX_POLISH`, while they converge); the status is the one that ended the
     iteration. A finished state (``done``) is returned unchanged.
+    """
+    new, propose = lm_consume(state, stats, opts)
+    return lm_propose_where(propose, new, opts, reduction)
+
+
+def lm_consume(state: LMState, stats, opts: LMOptions):
+    """Accept or reject the trial whose statistics are ``stats``, test termination, and
+    set the next polishing trial: ``(state, propose)``, where ``propose`` says that the
+    next trial is a trust-region one (:func:`lm_propose`), also after the fit finished
+    (a resumed fit given more passes or tighter tolerances goes on from it). A finished
+    state is returned unchanged, with ``propose`` False.
+
+    The step is split in two so that the host loop compiles the large proposal once,
+    shared with :func:`lm_init`.
     """
     finite = _stats_finite(stats)
     actual = state.cost - stats.cost
@@ -264,11 +307,21 @@ def lm_step(state: LMState, stats, opts: LMOptions, reduction: str = "normal") -
     alpha = jnp.where(go_on, state.alpha * state.Delta / Delta_new, state.alpha)
     Delta = jnp.where(polishing | (finite & (term != 0)), state.Delta,
                       jnp.where(finite, Delta_new, 0.25 * state.step_h_norm))
-    # a polishing step may not lower the cost measurably: it is kept unless it raises it
-    # beyond rounding
-    accepted = finite & jnp.where(polishing,
-                                  actual >= -NOISE_EPS * EPS * jnp.abs(state.cost), actual > 0)
     g, H, R11, q = normal_form(stats)
+    # A polishing step may not lower the cost measurably: it is kept unless it raises it
+    # beyond rounding. Near the optimum the rounding of the residuals (|f|·eps each, large
+    # beside small residuals) can exceed NOISE_EPS·eps·cost while the cost's true change
+    # is far below it; the gradient is still exact there, so a step after which the
+    # Gauss-Newton step has shrunk by half (the iteration converges) is kept up to
+    # GN_NOISE_EPS·eps·cost.
+    tau = polish_tolerance(opts.xtol)
+    gn_trial = relative_size(gauss_newton_step(state.x_trial, g, H, stats.n, opts.lb, opts.ub),
+                             state.x_trial, tau)
+    converging = gn_trial <= 0.5 * relative_size(state.x_trial - state.x, state.x, tau)
+    rise = -actual / (EPS * jnp.abs(state.cost))
+    accepted = finite & jnp.where(polishing,
+                                  (rise <= NOISE_EPS) | (converging & (rise <= GN_NOISE_EPS)),
+                                  actual > 0)
     jac_scale = jnp.all(opts.x_scale == 0)
 
     def pick(new, old):
@@ -284,7 +337,6 @@ def lm_step(state: LMState, stats, opts: LMOptions, reduction: str = "normal") -
     ends = polishing | (term != 0)
     end_status = jnp.where(polishing, state.final_status, term)
     dx = gauss_newton_step(new.x, new.g, new.H, new.n, opts.lb, opts.ub)
-    tau = polish_tolerance(opts.xtol)
     last = relative_size(state.x_trial - state.x, state.x, tau)     # the step just evaluated
     rate = jnp.where(accepted & (last > 0),
                      relative_size(dx, new.x, tau) / jnp.where(last > 0, last, 1.0), 0.0)
@@ -295,11 +347,11 @@ def lm_step(state: LMState, stats, opts: LMOptions, reduction: str = "normal") -
     new = new._replace(status=jnp.where(finished, end_status, state.status).astype(jnp.int64),
                        done=finished, polish=jnp.where(more, state.polish + 1, 0),
                        final_status=jnp.where(more, end_status, state.final_status))
-    regular = _propose(_check_start(new, opts), opts, reduction)
     polish = new._replace(x_trial=make_strictly_feasible(new.x + dx, opts.lb, opts.ub),
                           step_norm=jnp.linalg.norm(dx), predicted=-(
                               new.g @ dx + 0.5 * dx @ new.H @ dx))
-    return _select_tree(state.done, state, _select_tree(more, polish, regular))
+    return (_select_tree(state.done, state, _select_tree(more, polish, new)),
+            ~state.done & ~more)
 
 
 def _select_tree(flag, a: LMState, b: LMState) -> LMState:

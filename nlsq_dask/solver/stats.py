@@ -9,9 +9,10 @@ For parameters ``p`` a pass over (a partition of) the data returns
 
 Both are sums over points, so partitions compute their part and the dask engine
 adds them (stacking and re-factoring the ``R`` factors for TSQR). The kernel walks
-the data in tiles with ``lax.scan`` and accumulates in the loop carry: materialising the whole ``N × p`` Jacobian is several times slower
-(DESIGN.md §3). Points at or beyond ``n_valid`` (padding) and points whose x, y
-or σ are not finite add nothing and are not counted.
+the tiles that hold data in a ``lax.fori_loop`` and accumulates in the loop carry:
+materialising the whole ``N × p`` Jacobian is several times slower (DESIGN.md §3).
+Points at or beyond ``n_valid`` (padding) and points whose x, y or σ are not finite
+add nothing and are not counted.
 """
 
 from __future__ import annotations
@@ -81,7 +82,7 @@ def _tile_terms(spec: ModelSpec, loss: str, params, xs, y, w, ok, f_scale):
 
 def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
                 params, xs, y, w, n_valid, f_scale):
-    """Statistics of one block whose length is a multiple of ``tile``.
+    """Statistics of one block of at least ``tile`` points, visited tile by tile.
 
     Parameters
     ----------
@@ -100,31 +101,36 @@ def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
         The robust loss's soft margin.
     """
     length = y.shape[0]
-    if length % tile:
-        raise ValueError(f"block length {length} is not a multiple of the tile {tile}")
-    n_tiles = length // tile
+    if length < tile:
+        raise ValueError(f"block length {length} is shorter than the tile {tile}")
     p = params.shape[0]
     params = params.astype(jnp.float64)
+    # only the tiles that hold data are visited: a block padded far beyond its points
+    # (a bucket shared by many lengths) costs no more than its last tile
+    n_tiles = jnp.minimum((n_valid + tile - 1) // tile, -(-length // tile))
 
-    def tiles(a):
-        return a.reshape(n_tiles, tile)
+    def body(i, carry):
+        start = i * tile
+        # the last tile of a length that is not a multiple of the tile ends at the end:
+        # it re-reads points counted already, which the mask leaves out
+        begin = jnp.minimum(start, length - tile)
 
-    def body(carry, t):
-        i, xs_t, y_t, w_t = t
-        valid = i * tile + jnp.arange(tile) < n_valid
-        ok, rho0, r, J = _tile_terms(spec, loss, params, xs_t, y_t, w_t, valid, f_scale)
+        def cut(a):
+            return jax.lax.dynamic_slice_in_dim(a.astype(jnp.float64), begin, tile)
+
+        index = begin + jnp.arange(tile)
+        valid = (index >= start) & (index < n_valid)
+        ok, rho0, r, J = _tile_terms(spec, loss, params, tuple(cut(x) for x in xs), cut(y),
+                                     None if w is None else cut(w), valid, f_scale)
         n = carry.n + jnp.sum(ok, dtype=jnp.float64)
         cost = carry.cost + 0.5 * jnp.sum(rho0)
         if reduction == "qr":
             A = jnp.concatenate([J.T, r[:, None]], axis=1)
             R = jnp.linalg.qr(jnp.concatenate([carry.R, A], axis=0), mode="r")[: p + 1]
-            return QRStats(n, cost, R), None
-        return NormalStats(n, cost, carry.g + J @ r, carry.H + J @ J.T), None
+            return QRStats(n, cost, R)
+        return NormalStats(n, cost, carry.g + J @ r, carry.H + J @ J.T)
 
-    data = (jnp.arange(n_tiles), tuple(tiles(x.astype(jnp.float64)) for x in xs),
-            tiles(y.astype(jnp.float64)), None if w is None else tiles(w.astype(jnp.float64)))
-    out, _ = jax.lax.scan(body, empty_stats(p, reduction), data)
-    return out
+    return jax.lax.fori_loop(0, n_tiles, body, empty_stats(p, reduction))
 
 
 def whitened_stats(spec: ModelSpec, loss, reduction: str, L, params, xs, y, f_scale):

@@ -46,7 +46,7 @@ class WorkflowTier(_StrEnum):
     """Processing strategy.
 
     STANDARD
-        Materialise data and Jacobian; whole LM loop on one device.
+        Materialise the data once onto one device; each pass one kernel call.
     CHUNKED
         Persist partitions once; each pass maps a kernel over partitions and
         tree-reduces the statistics.

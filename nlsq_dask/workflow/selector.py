@@ -226,9 +226,9 @@ class WorkflowSelector:
         tier, reasons = self._choose_tier(profile, resources, config)
         if tier is WorkflowTier.STANDARD and config.enable_checkpoints:
             tier = WorkflowTier.CHUNKED
-            reasons.append("checkpointing is enabled and a standard fit (one jitted loop in "
-                           "memory) has no passes to store, so the data run as chunked passes, "
-                           "each checkpointed")
+            reasons.append("checkpointing is enabled and a standard fit (data in memory) is "
+                           "not checkpointed, so the data run as chunked passes, each "
+                           "checkpointed")
         if tier is WorkflowTier.STREAMING and config.enable_checkpoints:
             tier = WorkflowTier.STREAMING_CHECKPOINT
             reasons.append("checkpointing is enabled, so streaming runs as streaming_checkpoint")
