@@ -162,10 +162,14 @@ def _jac_scale_inv(H, old=None):
     return jnp.maximum(col, old)
 
 
+def _scaled_gradient_norm(x, g, opts: LMOptions):
+    """``‖g·v‖∞`` with Coleman–Li's ``v``: what ``gtol`` is tested on."""
+    return jnp.max(jnp.abs(g * cl_scaling(x, g, opts.lb, opts.ub)[0]))
+
+
 def _check_start(state: LMState, opts: LMOptions) -> LMState:
     """gtol and max_nfev tests at the top of an outer iteration (scipy's order)."""
-    v, _ = cl_scaling(state.x, state.g, opts.lb, opts.ub)
-    g_norm = jnp.max(jnp.abs(state.g * v))
+    g_norm = _scaled_gradient_norm(state.x, state.g, opts)
     gtol_hit = g_norm < opts.gtol
     nfev_hit = state.nfev >= opts.max_nfev
     status = jnp.where(state.done, state.status,
@@ -213,8 +217,8 @@ def lm_init(x0, stats, opts: LMOptions, reduction: str = "normal") -> LMState:
 # Polishing: after ftol/xtol end the trust-region loop, up to MAX_POLISH Gauss-Newton
 # steps are taken while the estimated distance to the optimum exceeds settle_tolerance
 # of a parameter's size; each is kept unless it raises the cost beyond rounding
-# (NOISE_EPS·eps·cost, or GN_NOISE_EPS·eps·cost for a step after which the Gauss-Newton
-# step has halved), and polishing stops when the steps shrink slower than RATE_MAX.
+# (NOISE_EPS·eps·cost, or GN_NOISE_EPS·eps·cost for a step after which the gradient
+# has halved), and polishing stops when the steps shrink slower than RATE_MAX.
 MAX_POLISH = 10
 NOISE_EPS = 100.0
 GN_NOISE_EPS = 1e4
@@ -312,12 +316,9 @@ def lm_consume(state: LMState, stats, opts: LMOptions):
     # beyond rounding. Near the optimum the rounding of the residuals (|f|·eps each, large
     # beside small residuals) can exceed NOISE_EPS·eps·cost while the cost's true change
     # is far below it; the gradient is still exact there, so a step after which the
-    # Gauss-Newton step has shrunk by half (the iteration converges) is kept up to
-    # GN_NOISE_EPS·eps·cost.
+    # (Coleman-Li scaled) gradient has halved is kept up to GN_NOISE_EPS·eps·cost.
     tau = polish_tolerance(opts.xtol)
-    gn_trial = relative_size(gauss_newton_step(state.x_trial, g, H, stats.n, opts.lb, opts.ub),
-                             state.x_trial, tau)
-    converging = gn_trial <= 0.5 * relative_size(state.x_trial - state.x, state.x, tau)
+    converging = _scaled_gradient_norm(state.x_trial, g, opts) <= 0.5 * state.g_norm
     rise = -actual / (EPS * jnp.abs(state.cost))
     accepted = finite & jnp.where(polishing,
                                   (rise <= NOISE_EPS) | (converging & (rise <= GN_NOISE_EPS)),
@@ -349,7 +350,8 @@ def lm_consume(state: LMState, stats, opts: LMOptions):
                        final_status=jnp.where(more, end_status, state.final_status))
     polish = new._replace(x_trial=make_strictly_feasible(new.x + dx, opts.lb, opts.ub),
                           step_norm=jnp.linalg.norm(dx), predicted=-(
-                              new.g @ dx + 0.5 * dx @ new.H @ dx))
+                              new.g @ dx + 0.5 * dx @ new.H @ dx),
+                          g_norm=_scaled_gradient_norm(new.x, new.g, opts))
     return (_select_tree(state.done, state, _select_tree(more, polish, new)),
             ~state.done & ~more)
 
