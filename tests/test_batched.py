@@ -1,10 +1,13 @@
-"""The batched (per-pixel) LM: agreement with scipy and nlsq_dask.fit, status, masks."""
+"""The batched (per-pixel) trust-region solver: agreement with scipy and nlsq_dask.fit,
+evaluation counts, status, masks, bounds, and xarray's curvefit tests."""
 
 import numpy as np
 import pytest
+import xarray as xr
 from scipy.optimize import curve_fit, least_squares
 
 import nlsq_dask
+import nlsq_dask.xarray  # noqa: F401  (registers .nlsq)
 from nlsq_dask.solver import batched as bt
 from nlsq_dask.solver.covariance import batched_covariance
 
@@ -166,3 +169,140 @@ def test_no_weights_equals_unit_weights(pixels):
     np.testing.assert_allclose(a.popt, b.popt, rtol=1e-12)
     np.testing.assert_allclose(a.pcov, b.pcov, rtol=1e-10)
     np.testing.assert_array_equal(a.n, np.full(y.shape[0], y.shape[1]))
+
+
+def np_expo_jac(t, a, b, c):
+    e = np.exp(-b * t)
+    return np.stack([e, -a * t * e, np.ones_like(t)], axis=1)
+
+
+def _scipy_trf(t, y, p0, lb, ub, **kw):
+    """least_squares with the exact Jacobian and the scaling the solver uses."""
+    return least_squares(lambda q: np_expo(t, *q) - y, p0, jac=lambda q: np_expo_jac(t, *q),
+                         bounds=(lb, ub), method="trf", x_scale="jac", **kw)
+
+
+def test_bounded_optima_are_curve_fits(pixels):
+    """Per-pixel fits are scipy's ``trf``: bounds that hold most pixels on one or two
+    bounds (c ≥ 0 on pixels whose c is negative, a ≤ 2.5, b ≤ 1.5); some start on a
+    bound."""
+    t, y = pixels[0], pixels[1][:60]
+    B = y.shape[0]
+    lb, ub = np.tile([[0.0], [0.0], [0.0]], (1, B)), np.tile([[2.5], [1.5], [0.3]], (1, B))
+    p0 = np.tile([[1.0], [1.0], [0.1]], (1, B))
+    p0[2, ::7] = 0.0                                           # on the lower bound of c
+    out = bt.batched_fit(expo, 3, (t,), y, None, p0, lb, ub, **TIGHT)
+    assert np.all(out.status > 0)
+    on_bound = 0
+    for i in range(B):
+        ref, _ = curve_fit(np_expo, t, y[i], p0=p0[:, i], bounds=(lb[:, i], ub[:, i]),
+                           method="trf", jac=lambda x, *q: np_expo_jac(x, *q), **TIGHT)
+        np.testing.assert_allclose(out.popt[:, i], ref, rtol=1e-6, atol=1e-9)
+        on_bound += np.any(np.isclose(ref, lb[:, i]) | np.isclose(ref, ub[:, i]))
+    assert on_bound > B // 2
+
+
+@pytest.mark.parametrize("bounded", [False, True])
+def test_evaluations_and_status_are_scipys(pixels, bounded):
+    """nfev counts function evaluations as least_squares does (the start is one, each
+    trial one), so with the same scaling the counts and the statuses are scipy's."""
+    t, y = pixels[0], pixels[1][:60]
+    B = y.shape[0]
+    if bounded:
+        lb, ub = np.tile([[0.0], [0.0], [0.0]], (1, B)), np.tile([[2.5], [1.5], [0.3]], (1, B))
+        p0 = np.tile([[1.0], [1.0], [0.1]], (1, B))
+    else:
+        lb, ub = np.full((3, B), -np.inf), np.full((3, B), np.inf)
+        p0 = np.tile([[1.0], [1.0], [0.0]], (1, B))
+    out = bt.batched_fit(expo, 3, (t,), y, None, p0, lb, ub)
+    refs = [_scipy_trf(t, y[i], p0[:, i], lb[:, i], ub[:, i]) for i in range(B)]
+    nfev = np.array([r.nfev for r in refs])
+    status = np.array([r.status for r in refs])
+    # rounding may tip a termination test on a pixel or two
+    assert np.mean(out.nfev == nfev) >= 0.95
+    assert np.mean(out.status == status) >= 0.95
+    for i in range(B):
+        np.testing.assert_allclose(out.popt[:, i], refs[i].x, rtol=1e-6, atol=1e-9)
+
+
+def test_max_nfev_is_scipys(pixels):
+    t, y = pixels[0], pixels[1][:4]
+    lb, ub = np.full((3, 4), -np.inf), np.full((3, 4), np.inf)
+    p0 = np.tile([[1.0], [1.0], [0.0]], (1, 4))
+    for max_nfev in (1, 2, 4):
+        out = bt.batched_fit(expo, 3, (t,), y, None, p0, lb, ub, max_nfev=max_nfev)
+        for i in range(4):
+            ref = _scipy_trf(t, y[i], p0[:, i], lb[:, i], ub[:, i], max_nfev=max_nfev)
+            assert (out.nfev[i], out.status[i]) == (ref.nfev, ref.status)
+            np.testing.assert_allclose(out.popt[:, i], ref.x, rtol=1e-9)
+
+
+def test_rank_deficient_pixels_are_scipys(pixels):
+    """A parameter the model ignores makes JᵀJ singular: those pixels take scipy's
+    rank-deficient path (no Gauss–Newton step), with scipy's iterates."""
+    t, y = pixels[0], pixels[1][:20]
+    B = y.shape[0]
+
+    def ignores_c(x, a, b, c):
+        return a * jnp.exp(-b * x) + 0.0 * c
+
+    p0 = np.tile([[1.0], [1.0], [0.3]], (1, B))
+    inf = np.full((3, B), np.inf)
+    out = bt.batched_fit(ignores_c, 3, (t,), y, None, p0, -inf, inf)
+    refs = [least_squares(lambda q: np_expo(t, q[0], q[1], 0.0) - y[i], p0[:, i],
+                          jac=lambda q: np_expo_jac(t, q[0], q[1], 0.0) * [1, 1, 0],
+                          method="trf", x_scale="jac") for i in range(B)]
+    assert np.mean(out.nfev == [r.nfev for r in refs]) >= 0.9
+    assert np.mean(out.status == [r.status for r in refs]) >= 0.9
+    for i in range(B):
+        np.testing.assert_allclose(out.popt[:, i], refs[i].x, rtol=1e-6)
+
+
+def line(x, a, b):
+    """xarray's ``test_curvefit_ignore_errors`` model: it breaks down for ``a > 10``."""
+    return jnp.where(a > 10, 0.0, a * x + b)
+
+
+def np_line(x, a, b):
+    return 0.0 * x if a > 10 else a * x + b
+
+
+def np_line_jac(q):
+    return np.stack([LINE_X, np.ones_like(LINE_X)], axis=1) * (q[0] <= 10)
+
+
+LINE_X = np.array([0.0, 1.0, 2.0])
+LINE_Y = np.array([[1.0, 3.0, 5.0], [0.0, 20.0, 40.0]])
+
+
+def test_line_with_five_evaluations():
+    """An exact straight line takes two evaluations (scipy's count); the broken pixel
+    stops at five with status 0, where least_squares stops."""
+    inf = np.full((2, 2), np.inf)
+    out = bt.batched_fit(line, 2, (LINE_X,), LINE_Y, None, np.ones((2, 2)), -inf, inf,
+                         max_nfev=5)
+    np.testing.assert_allclose(out.popt[:, 0], [2.0, 1.0], rtol=1e-12)
+    ref, _ = curve_fit(np_line, LINE_X, LINE_Y[0], p0=[1.0, 1.0], maxfev=5)
+    np.testing.assert_allclose(out.popt[:, 0], ref, rtol=1e-6)
+    assert out.status[0] > 0 and out.status[1] == 0
+    for i in range(2):
+        r = least_squares(lambda q: np_line(LINE_X, *q) - LINE_Y[i], [1.0, 1.0], jac=np_line_jac,
+                          method="trf", x_scale="jac", max_nfev=5)
+        assert (out.nfev[i], out.status[i]) == (r.nfev, r.status)
+        np.testing.assert_allclose(out.popt[:, i], r.x, rtol=1e-9)
+    with pytest.raises(RuntimeError, match="Number of calls to function has reached maxfev"):
+        curve_fit(np_line, LINE_X, LINE_Y[1], p0=[1.0, 1.0], maxfev=5)
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+def test_curvefit_ignore_errors(chunked):
+    """xarray's ``test_curvefit_ignore_errors``, through the accessor."""
+    da = xr.DataArray(LINE_Y, coords={"i": [1, 2], "x": LINE_X}, dims=("i", "x"))
+    if chunked:
+        da = da.chunk({"i": 1})
+    with pytest.raises(RuntimeError, match="maximum number of function evaluations"):
+        da.nlsq.fit(coords="x", func=line, kwargs=dict(maxfev=5)).compute()
+    fit = da.nlsq.fit(coords="x", func=line, errors="ignore", kwargs=dict(maxfev=5)).compute()
+    expected = xr.DataArray([[2.0, 1.0], [np.nan, np.nan]],
+                            coords={"i": [1, 2], "param": ["a", "b"]}, dims=("i", "param"))
+    xr.testing.assert_allclose(fit.curvefit_coefficients, expected)

@@ -1,4 +1,4 @@
-"""Batched Levenberg–Marquardt: many small independent fits at once (per-pixel fits).
+"""Many small independent fits at once (per-pixel fits), by scipy's ``trf``.
 
 Every pixel is its own problem ``min ½ Σ_i ρ(r_i²)``, ``r_i = (f(x_i, p) - y_i)·w_i``
 with ``p`` of a few parameters and ``N`` of tens to thousands of points. A tile of
@@ -10,31 +10,21 @@ fused reduction along the point axis. Unfinished pixels are regrouped into fresh
 tiles between rounds (:func:`batched_fit`), so slow pixels do not keep whole tiles
 iterating.
 
-Method (why not :mod:`~nlsq_dask.solver.lm`): the trust-region solver there
-eigen-decomposes ``JᵀJ`` each step; batched LAPACK ``eigh`` of tiny matrices on a CPU
-is slow. Here each iteration solves the damped normal equations
+Method: the trust-region reflective iteration of the global fits
+(:mod:`~nlsq_dask.solver.lm`, ``scipy.optimize.least_squares(method='trf',
+x_scale='jac')`` with the exact trust-region solver), vectorised over the pixels by
+:mod:`~nlsq_dask.solver.batched_trf`: Coleman–Li scaling, Moré's search for the
+Levenberg–Marquardt parameter, the reflected and bound-limited steps of
+``select_step``, scipy's radius update and termination. So interior and bounded
+optima are scipy's, and so are the evaluation counts: the start is one evaluation,
+each trial one more (residuals and Jacobian together, forward mode, one ``jax.jvp``
+per parameter); an accepted trial's statistics are those of the new iterate. Unlike
+the global fits there is no Gauss–Newton polish after ``ftol``/``xtol`` (scipy has
+none). The start is moved strictly inside the bounds as ``least_squares`` does.
 
-    (H + λ·diag(D)) δ = -g,        H = J̃ᵀJ̃,  g = J̃ᵀr̃  (loss-rescaled as scipy)
-
-with a Cholesky factorisation unrolled in Python over the static ``p`` at trace time
-(pure elementwise ops on ``(B,)`` vectors). ``D`` is the running maximum of
-``diag(H)`` (Marquardt/MINPACK scaling, scipy's ``x_scale='jac'``). The damping
-follows Marquardt: ``λ ← λ/10`` after a step whose actual/predicted reduction ``ρ``
-exceeds ¾, ``λ ← 2λ`` when ``ρ < ¼``, ``λ ← 10λ`` after a rejected step (on the
-exponential benchmark this took fewer evaluations than Nielsen's rule).
-Bounds (projected Newton): parameters sitting on a bound with the gradient pushing
-outwards are held fixed for the step, the others solve the reduced system, the trial
-point is projected onto ``[lb, ub]`` and the predicted reduction is that of the
-projected step; so interior optima are scipy's, and bounded ones KKT points; for the
-gradient test the gradient is scaled by Coleman–Li's ``v`` as in scipy's ``trf``
-(a parameter held at a bound by its gradient does not block ``gtol``).
-
-Termination has scipy's meanings and status codes: 1 ``gtol`` (``‖g·v‖∞ < gtol``),
-2 ``ftol`` (``dF < ftol·F`` and ``ρ > ¼``), 3 ``xtol`` (``‖δ‖ < xtol(xtol + ‖x‖)``),
-4 both, 0 ``max_nfev`` trial evaluations, -1 residuals not finite at ``p0`` or fewer
-usable points than parameters (none included). Each trial is one evaluation of
-residuals and Jacobian (forward mode, one ``jax.jvp`` per parameter basis vector); an
-accepted trial's statistics are those of the new iterate.
+Status codes are scipy's: 1 ``gtol``, 2 ``ftol``, 3 ``xtol``, 4 ``ftol`` and ``xtol``,
+0 ``max_nfev`` evaluations reached, -1 residuals not finite at ``p0`` or fewer usable
+points than parameters (none included).
 
 The point statistics come from :mod:`~nlsq_dask.solver.pixel_stats`, compiled as
 :mod:`~nlsq_dask.solver.compile_options` says; the covariance is ``curve_fit``'s,
@@ -50,18 +40,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import batched_trf as trf
+from .batched_trf import Options, State
 from .compile_options import jit_vectorised
 from .covariance import batched_covariance
 from .model import ModelSpec
 from .pixel_stats import clean_points, make_pixel_stats, point_model
-from .trust_region import cl_scaling
+from .trust_region import strictly_feasible_start
 
-_EPS = float(jnp.finfo(jnp.float64).eps)
-_TINY = 1e-300
-TILE = 2048
-LAMBDA0 = 1e-2      # initial damping (relative to the Marquardt scaling D)
-LAMBDA_DOWN = 0.1   # after a very successful step (ratio > 3/4)
-LAMBDA_UP = 10.0    # after a rejected step
+TILE = 1024      # pixels per tile: measured fastest on CPUs (lockstep waste vs per-call cost)
 
 
 class BatchedResult(NamedTuple):
@@ -71,28 +58,16 @@ class BatchedResult(NamedTuple):
     pcov: jnp.ndarray     # (p, p, B)
     cost: jnp.ndarray     # (B,)  ½ Σ ρ at popt
     status: jnp.ndarray   # (B,)  scipy's codes, -1 not finite / no points
-    nfev: jnp.ndarray     # (B,)  trial evaluations
+    nfev: jnp.ndarray     # (B,)  function evaluations (the start counts one)
     n: jnp.ndarray        # (B,)  points used
 
 
-class _State(NamedTuple):
-    x: jnp.ndarray
-    cost: jnp.ndarray
-    g: jnp.ndarray
-    H: jnp.ndarray
-    n: jnp.ndarray
-    D: jnp.ndarray
-    lam: jnp.ndarray
-    nfev: jnp.ndarray
-    status: jnp.ndarray
-    done: jnp.ndarray
-
-
 def _field_rows(p: int) -> dict:
-    """``name -> (rows, per-pixel shape)`` of every :class:`_State` field and the bounds
-    in the packed array, in packing order."""
-    shapes = {"x": (p,), "cost": (), "g": (p,), "H": (p, p), "n": (), "D": (p,), "lam": (),
-              "nfev": (), "status": (), "done": (), "lb": (p,), "ub": (p,)}
+    """``name -> (rows, per-pixel shape)`` of every :class:`~.batched_trf.State` field and
+    the bounds in the packed array, in packing order."""
+    shapes = {"x": (p,), "cost": (), "g": (p,), "H": (p, p), "n": (), "scale_inv": (p,),
+              "Delta": (), "alpha": (), "nfev": (), "status": (), "done": (), "lb": (p,),
+              "ub": (p,)}
     rows, k = {}, 0
     for name, shape in shapes.items():
         size = int(np.prod(shape))
@@ -102,7 +77,7 @@ def _field_rows(p: int) -> dict:
 
 
 def _unpack(packed, p):
-    """``(_State, lb, ub)`` from the packed ``(rows, B)`` float64 array (numpy or jax).
+    """``(State, lb, ub)`` from the packed ``(rows, B)`` float64 array (numpy or jax).
 
     The state of a tile travels as ONE array: moving it to and from the solver costs
     one transfer instead of twelve (~25 µs each), which decides the speed of small
@@ -113,42 +88,13 @@ def _unpack(packed, p):
         out[name] = (block > 0.5 if name == "done" else
                      block.astype(np.int64) if name in ("nfev", "status") else block)
     lb, ub = out.pop("lb"), out.pop("ub")
-    return _State(**out), lb, ub
+    return State(**out), lb, ub
 
 
-def _pack(state: _State, lb, ub, xp=jnp):
+def _pack(state: State, lb, ub, xp=jnp):
     """Inverse of :func:`_unpack` (``xp``: the array module)."""
     fields = list(state) + [lb, ub]
     return xp.concatenate([xp.reshape(a, (-1, a.shape[-1])).astype(xp.float64) for a in fields])
-
-
-def _chol_solve(A, b):
-    """Solve ``A x = b`` for SPD ``A`` given as nested lists of ``(B,)`` arrays.
-
-    Unrolled at trace time over the static size, so every operation is elementwise
-    over the batch. Non-positive pivots are clamped (the step is then huge and is
-    rejected, which raises the damping).
-    """
-    p = len(b)
-    L = [[None] * p for _ in range(p)]
-    for j in range(p):
-        s = A[j][j] - sum((L[j][k] * L[j][k] for k in range(j)), 0.0)
-        d = jnp.sqrt(jnp.maximum(s, _EPS * jnp.abs(A[j][j]) + _TINY))
-        L[j][j] = d
-        for i in range(j + 1, p):
-            L[i][j] = (A[i][j] - sum((L[i][k] * L[j][k] for k in range(j)), 0.0)) / d
-    z = []
-    for i in range(p):
-        z.append((b[i] - sum((L[i][k] * z[k] for k in range(i)), 0.0)) / L[i][i])
-    x = [None] * p
-    for i in reversed(range(p)):
-        x[i] = (z[i] - sum((L[k][i] * x[k] for k in range(i + 1, p)), 0.0)) / L[i][i]
-    return x
-
-
-def _quad(H, v):
-    """``vᵀ H v`` per pixel for ``H`` (p, p, B) and ``v`` (p, B)."""
-    return jnp.sum(v[:, None, :] * H * v[None, :, :], axis=(0, 1))
 
 
 def _tile_index(part, tile):
@@ -159,13 +105,6 @@ def _tile_index(part, tile):
     return np.concatenate([part, np.full(tile - part.size, part[0])])
 
 
-class _Options(NamedTuple):
-    ftol: jnp.ndarray
-    xtol: jnp.ndarray
-    gtol: jnp.ndarray
-    max_nfev: jnp.ndarray
-
-
 @lru_cache(maxsize=64)
 def _compiled(model: ModelSpec, x_shared: tuple, loss: tuple, n_points: int, tile: int):
     """The jitted ``advance`` for one tile shape ``(tile, n_points)``, cached under what
@@ -174,53 +113,7 @@ def _compiled(model: ModelSpec, x_shared: tuple, loss: tuple, n_points: int, til
     stats = make_pixel_stats(point_model(model.func, model.x_form, p, x_shared, n_points, tile),
                              p, loss)
 
-    def body(s: _State, data, lb, ub, opts: _Options) -> _State:
-        # parameters held at a bound by their gradient stay fixed (projected Newton)
-        held = ((s.x <= lb) & (s.g > 0)) | ((s.x >= ub) & (s.g < 0))
-        free = [~held[i] for i in range(p)]
-        A = [[jnp.where(free[i] & free[j], s.H[i, j] + (s.lam * s.D[i] if i == j else 0.0),
-                        1.0 if i == j else 0.0) for j in range(p)] for i in range(p)]
-        rhs = [jnp.where(free[i], -s.g[i], 0.0) for i in range(p)]
-        xt = jnp.clip(s.x + jnp.stack(_chol_solve(A, rhs)), lb, ub)
-        step = xt - s.x
-        pred = -(jnp.sum(s.g * step, axis=0) + 0.5 * _quad(s.H, step))
-        ct, gt, Ht, fin = stats(xt, data)
-        actual = jnp.where(fin, s.cost - ct, -jnp.inf)
-        ratio = jnp.where(pred > 0, actual / jnp.where(pred > 0, pred, 1.0), 0.0)
-        accept = fin & (actual > 0)
-        # scipy's check_termination
-        step_norm = jnp.sqrt(jnp.sum(step * step, axis=0))
-        x_norm = jnp.sqrt(jnp.sum(s.x * s.x, axis=0))
-        f_ok = fin & (actual < opts.ftol * s.cost) & (ratio > 0.25)
-        x_ok = step_norm < opts.xtol * (opts.xtol + x_norm)
-        term = jnp.where(f_ok & x_ok, 4, jnp.where(f_ok, 2, jnp.where(x_ok, 3, 0)))
-        # Marquardt's damping update
-        lam = jnp.where(accept, jnp.where(ratio > 0.75, s.lam * LAMBDA_DOWN,
-                                          jnp.where(ratio < 0.25, s.lam * 2.0, s.lam)),
-                        s.lam * LAMBDA_UP)
-        x = jnp.where(accept, xt, s.x)
-        g = jnp.where(accept, gt, s.g)
-        D = jnp.where(accept, jnp.maximum(s.D, jnp.diagonal(Ht, axis1=0, axis2=1).T), s.D)
-        nfev = s.nfev + 1
-        gtol_hit = jnp.max(jnp.abs(g * cl_scaling(x, g, lb, ub)[0]), axis=0) < opts.gtol
-        status = jnp.where(term != 0, term, jnp.where(gtol_hit, 1, 0)).astype(jnp.int64)
-        done = (term != 0) | gtol_hit | (nfev >= opts.max_nfev)
-        new = _State(x, jnp.where(accept, ct, s.cost), g, jnp.where(accept, Ht, s.H), s.n, D,
-                     lam, nfev, status, done)
-        return _State(*[jnp.where(s.done, a, b) for a, b in zip(s, new)])
-
-    def init(s: _State, data, lb, ub, opts: _Options) -> _State:
-        n, x0 = s.n, jnp.clip(s.x, lb, ub)
-        cost, g, H, finite = stats(x0, data)
-        finite = finite & (n >= max(p, 1))     # fewer points than parameters: undetermined
-        D = jnp.diagonal(H, axis1=0, axis2=1).T        # (p, B)
-        D = jnp.where(D > 0, D, 1.0)
-        gtol_hit = finite & (jnp.max(jnp.abs(g * cl_scaling(x0, g, lb, ub)[0]), axis=0) < opts.gtol)
-        status = jnp.where(finite, jnp.where(gtol_hit, 1, 0), -1).astype(jnp.int64)
-        return _State(x0, cost, g, H, n, D, jnp.full(tile, LAMBDA0), jnp.ones(tile, jnp.int64),
-                      status, s.done | ~finite | gtol_hit | (opts.max_nfev <= 1))
-
-    def advance(packed, xs, y, w, opts: _Options, stop_count, fresh):
+    def advance(packed, xs, y, w, opts: Options, stop_count, fresh):
         """(Start from the packed state's ``x`` if ``fresh``, then) iterate until at
         most ``stop_count`` pixels of the tile are still running; returns the packed
         state. One compiled function for both."""
@@ -228,9 +121,15 @@ def _compiled(model: ModelSpec, x_shared: tuple, loss: tuple, n_points: int, til
         # cleaned once per call: the barrier keeps XLA from re-cleaning inside the loop
         data = jax.lax.optimization_barrier(clean_points(xs, y, w))
         s = s._replace(n=jnp.sum(data[3], axis=1).astype(s.n.dtype))
-        s = jax.lax.cond(fresh, lambda s: init(s, data, lb, ub, opts), lambda s: s, s)
+        at = lambda P: stats(P, data)                                   # noqa: E731
+
+        def begin(s):
+            new = trf.start(s.x, s.n, *at(s.x), lb, ub, opts)
+            return new._replace(done=new.done | s.done)      # padding pixels stay done
+
+        s = jax.lax.cond(fresh, begin, lambda s: s, s)
         s = jax.lax.while_loop(lambda s: jnp.sum(~s.done) > stop_count,
-                               lambda s: body(s, data, lb, ub, opts), s)
+                               lambda s: trf.iterate(s, at, lb, ub, opts), s)
         return _pack(s, lb, ub)
 
     return jit_vectorised(advance)
@@ -264,8 +163,9 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
     x_form : {'vector', 'stacked', 'tuple'}
         How ``x`` is handed to ``func`` (see :class:`~nlsq_dask.solver.ModelSpec`).
     ftol, xtol, gtol, max_nfev, loss, f_scale, absolute_sigma
-        As in :func:`nlsq_dask.fit`, except that ``max_nfev`` defaults to ``100·p`` trials
-        per pixel (scipy's default; a global fit allows ``1000·p`` passes).
+        As in :func:`nlsq_dask.fit`, except that ``max_nfev`` counts function
+        evaluations per pixel as ``least_squares`` does and defaults to ``100·p``
+        (scipy's default; a global fit allows ``1000·p`` passes).
     tile : int
         Pixels per compiled ``while_loop``.
     """
@@ -279,13 +179,14 @@ def batched_fit(func: Callable, n_params: int, xs, y, w, p0, lb, ub, *, x_form="
     model = ModelSpec(func, tuple(f"p{i}" for i in range(int(n_params))), x_form, len(xs))
     advance = _compiled(model, tuple(x.ndim == 1 for x in xs), (str(loss), float(f_scale)), N,
                         tile)
-    opts = _Options(f64(ftol), f64(xtol), f64(gtol),
-                    np.int64(100 * n_params if max_nfev is None else max_nfev))
+    opts = Options(f64(ftol), f64(xtol), f64(gtol),
+                   np.int64(100 * n_params if max_nfev is None else max_nfev))
     p = int(n_params)
-    packed = _pack(_State(x=p0, cost=np.zeros(B), g=np.zeros((p, B)), H=np.zeros((p, p, B)),
-                          n=np.zeros(B), D=np.ones((p, B)), lam=np.full(B, LAMBDA0),
-                          nfev=np.ones(B), status=np.zeros(B), done=np.zeros(B)),
-                   lb, ub, xp=np)
+    x0 = strictly_feasible_start(np.clip(p0, lb, ub), lb, ub)     # as least_squares('trf')
+    zero, zeros = np.zeros(B), np.zeros((p, B))
+    packed = _pack(State(x=x0, cost=zero, g=zeros, H=np.zeros((p, p, B)), n=zero,
+                         scale_inv=np.ones((p, B)), Delta=zero, alpha=zero, nfev=np.ones(B),
+                         status=zero, done=zero), lb, ub, xp=np)
     done_row = _field_rows(p)["done"][0].start
 
     active, fresh = np.arange(B), True
