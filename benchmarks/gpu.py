@@ -33,14 +33,14 @@ def model(x, a, b, c):
 
 def stats_pass(n: int, repeats: int = 10) -> float:
     from nlsq_dask.engines.partitions import tile_for
-    from nlsq_dask.solver import ModelSpec, block_stats
+    from nlsq_dask.solver import ModelSpec, NormalStats, block_stats
 
     spec = ModelSpec(model, ("a", "b", "c"))
     tile = tile_for(n) if n < 65536 else 65536
     length = -(-n // tile) * tile
     x = jnp.linspace(0.0, 10.0, length)
     y = 2.0 * jnp.exp(-0.5 * x) + 0.3
-    f = jax.jit(partial(block_stats, spec, "linear", "normal", tile))
+    f = jax.jit(partial(block_stats, spec, "linear", NormalStats, tile))
     p = jnp.asarray(P0)
     jax.block_until_ready(f(p, (x,), y, None, n, 1.0))
     best = float("inf")

@@ -164,6 +164,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     from .solver import ModelSpec, check_loss, infer_param_names, make_options
     from .solver.compile_cache import enable_compilation_cache
     from .solver.pointwise import check_model
+    from .solver.problem import Problem
     from .solver.samplers import draw_starts
 
     if not callable(model):
@@ -221,8 +222,8 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     x_scale = prepare_x_scale(x_scale, len(names))
     n_max = int(c.max_nfev) if c.max_nfev is not None else DEFAULT_NFEV_PER_PARAM * len(names)
     opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max, x_scale)
-    ctx = FitContext(spec, inputs, selection, opts, lb, ub, n_max, client=client,
-                     progress=progress, engine_options=engine_options)
+    ctx = FitContext(Problem.from_config(spec, c), inputs, selection, opts, lb, ub, n_max,
+                     client=client, progress=progress, engine_options=engine_options)
     report = None
     if c.enable_multistart and c.n_starts > 1:
         starts = draw_starts(p0, lb, ub, c.n_starts, sampler=c.sampler,
@@ -239,13 +240,14 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     # For result.plot(): references to the caller's model and (lazy) data, not copies;
     # result.fun / .jac are computed from them when asked.
     result._model, result._x, result._y = model, x, y
-    result._residuals = ResidualView(spec, inputs, result.popt, c.loss, c.f_scale)
+    result._residuals = ResidualView(ctx.problem, inputs, result.popt)
     return result
 
 
 def build_result(out, names, selection, absolute_sigma: bool, lb, ub) -> FitResult:
     """Covariance and bookkeeping from an engine's final state."""
     from .solver import Status, covariance
+    from .solver.stats import stats_type
     from .solver.trust_region import active_constraints
 
     state = out.state
@@ -254,8 +256,8 @@ def build_result(out, names, selection, absolute_sigma: bool, lb, ub) -> FitResu
         raise ValueError(status.message)
     c = selection.config
     n_used = int(round(float(state.n)))
-    pcov = covariance(state.H, state.R11, n_points=n_used, cost=float(state.cost),
-                      absolute_sigma=absolute_sigma, reduction=c.reduction,
+    pcov = covariance(state.H, state.R11 if stats_type(c.reduction).square_root else None,
+                      n_points=n_used, cost=float(state.cost), absolute_sigma=absolute_sigma,
                       param_names=names)
     if status is Status.MAX_NFEV:
         warnings.warn(f"{status.message} The result is the best point found; raise max_nfev "

@@ -44,12 +44,13 @@ def _block_terms(spec, params, xs, y, sigma, cov_factor=None, want_jacobian=Fals
 
 
 class ResidualView:
-    """The residuals and Jacobian of ``spec`` at ``params`` over ``inputs``, computed (or,
-    for dask data, built as dask arrays) on first use."""
+    """The residuals and Jacobian of a :class:`~nlsq_dask.solver.problem.Problem` at
+    ``params`` over ``inputs``, computed (or, for dask data, built as dask arrays) on
+    first use."""
 
-    def __init__(self, spec, inputs, params, loss="linear", f_scale=1.0):
-        self.spec, self.inputs, self.params = spec, inputs, np.asarray(params, np.float64)
-        self.loss, self.f_scale = loss, float(f_scale)
+    def __init__(self, problem, inputs, params):
+        self.spec, self.inputs, self.params = problem.spec, inputs, np.asarray(params, np.float64)
+        self.loss, self.f_scale = problem.loss, float(problem.f_scale)
         self._cache: dict[str, object] = {}
 
     def residuals(self):

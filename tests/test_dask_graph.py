@@ -113,13 +113,13 @@ def test_one_compute_per_pass(tier, extra):
 def _runner(n_parts, split_every, func=decay):
     from nlsq_dask.engines.dask_engine import PassRunner
     from nlsq_dask.solver import ModelSpec
+    from nlsq_dask.solver.problem import Problem
 
     spec = ModelSpec(func, ("a", "b", "c"), "vector", 1)
     chunk = 4
     x = da.from_array(np.linspace(0, 1, n_parts * chunk), chunks=chunk)
     y = da.from_array(np.ones(n_parts * chunk), chunks=chunk)
-    return PassRunner(spec, [x, y], n_x=1, loss="linear", f_scale=1.0, reduction="normal",
-                      split_every=split_every)
+    return PassRunner(Problem(spec), [x, y], n_x=1, split_every=split_every)
 
 
 def _nlsq_layer(hlg):

@@ -14,6 +14,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 jnp = pytest.importorskip("jax.numpy")
 
 from nlsq_dask.engines.partitions import combine_task, reduce_parts, reduction_tree  # noqa: E402
+from nlsq_dask.solver.stats import NormalStats, QRStats  # noqa: E402
 from nlsq_dask.solver.trust_region import (active_constraints, cl_scaling,  # noqa: E402
                                            intersect_trust_region, make_strictly_feasible,
                                            minimize_quadratic_1d, quad, quadratic_1d,
@@ -149,7 +150,7 @@ def test_combine_adds_normal_statistics_and_refactors_qr():
     summary = lambda i: np.full((1, 7), float(i))            # noqa: E731
     normal = [(np.float64(len(r)), 0.5 * r @ r, b.T @ r, b.T @ b, summary(i))
               for i, (b, r) in enumerate(zip(blocks, rs))]
-    n, cost, g, H, s = reduce_parts(normal, "normal", 2)
+    n, cost, g, H, s = reduce_parts(normal, NormalStats, 2)
     Jall, rall = np.vstack(blocks), np.concatenate(rs)
     assert n == 16
     assert_allclose(cost, 0.5 * rall @ rall, rtol=1e-13)
@@ -158,7 +159,30 @@ def test_combine_adds_normal_statistics_and_refactors_qr():
     assert_array_equal(s[:, 0], [0, 1, 2])                   # summaries stacked in order
     qr = [(np.float64(len(r)), 0.5 * r @ r, np.linalg.qr(np.column_stack([b, r]), mode="r"),
            summary(i)) for i, (b, r) in enumerate(zip(blocks, rs))]
-    n, cost, R, _ = combine_task("qr", *qr)
+    n, cost, R, _ = combine_task(QRStats, *qr)
     RtR = R.T @ R
     A = np.column_stack([Jall, rall])
     assert_allclose(RtR, A.T @ A, rtol=1e-12)                # the same Gram matrix
+
+
+def test_trust_region_factors_of_both_statistics_solve_the_same_subproblem():
+    """Normal equations (eigh of dHd + diag) and TSQR (SVD of [R11·d; √diag]) factor the
+    same damped Gauss–Newton system: its solution and the scaled gradient agree with a
+    direct solve."""
+    rng = np.random.default_rng(3)
+    J, r = rng.standard_normal((20, 3)), rng.standard_normal(20)
+    d, diag_h = rng.uniform(0.5, 2.0, 3), rng.uniform(0.0, 0.3, 3)
+    g, H = J.T @ r, J.T @ J
+    R = np.linalg.qr(np.column_stack([J, r]), mode="r")
+    normal = NormalStats(20.0, 0.5 * r @ r, g, H)
+    qr = QRStats(20.0, 0.5 * r @ r, R)
+    expected = np.linalg.solve(d[:, None] * H * d[None, :] + np.diag(diag_h), d * g)
+    for stats in (normal, qr):
+        g_, H_, R11, q = (np.asarray(a) for a in stats.normal_form())
+        assert_allclose(g_, g, rtol=1e-12)
+        assert_allclose(H_, H, rtol=1e-12)
+        s, V, suf, gn = (np.asarray(a) for a in type(stats).trust_region_factor(
+            g_, H_, R11, q, d, diag_h))
+        assert np.all(np.diff(s) <= 0)                           # descending
+        assert_allclose(V @ gn, expected, rtol=1e-10)
+        assert_allclose(V @ suf, d * g, rtol=1e-10)

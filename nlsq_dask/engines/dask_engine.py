@@ -53,12 +53,12 @@ def as_dask_arrays(inputs, partition_points: int, chunk_size: int | None):
 class PassRunner:
     """Builds and runs one statistics pass per call."""
 
-    def __init__(self, spec, arrays, *, n_x: int, loss: str, f_scale: float, reduction: str,
-                 split_every: int, client=None, source: str = "", require_finite: bool = False):
+    def __init__(self, problem, arrays, *, n_x: int, split_every: int, client=None,
+                 source: str = "", require_finite: bool = False):
         import dask
 
-        self.spec, self.arrays, self.n_x = spec, arrays, n_x
-        self.loss, self.f_scale, self.reduction = loss, float(f_scale), reduction
+        spec = problem.spec
+        self.problem, self.arrays, self.n_x = problem, arrays, n_x
         self.split_every = max(2, int(split_every))
         self.client = client
         self.chunks = arrays[0].chunks[0]
@@ -67,7 +67,7 @@ class PassRunner:
         # What the model computes (its jaxpr), stable across passes and processes:
         # workers cache their jitted kernel under it, and an edited model never hits it.
         self.token = dask.base.tokenize(spec.identity, spec.param_names, spec.x_form,
-                                        spec.n_inputs)
+                                        spec.n_inputs, spec.x_lead)
         self.n_passes = 0
         self.gpu = client is not None and workers_have_gpus(client)
         self.ledger = PartitionLedger(self.chunks, spec.n_params, source, require_finite)
@@ -80,9 +80,8 @@ class PassRunner:
         stats_name = f"nlsq-stats-{tok}"
         keys = [a.__dask_keys__() for a in self.arrays]
         parts = range(self.n_partitions) if parts is None else parts
-        layer = {(stats_name, j): (block_task, self.token, self.spec, self.loss, self.reduction,
-                                   self.tile, self.max_block, params, self.f_scale, self.n_x,
-                                   *[k[i] for k in keys])
+        layer = {(stats_name, j): (block_task, self.token, self.problem, self.tile,
+                                   self.max_block, params, self.n_x, *[k[i] for k in keys])
                  for j, i in enumerate(parts)}
         return stats_name, layer
 
@@ -108,7 +107,7 @@ class PassRunner:
             nxt = []
             for j, g in enumerate(groups):
                 key = (combine_name, depth, j)
-                combine[key] = (combine_task, self.reduction, *[level[i] for i in g])
+                combine[key] = (combine_task, self.problem.stats, *[level[i] for i in g])
                 nxt.append(key)
             level = nxt
         hlg = self._with_inputs(stats_name, layer)
@@ -132,11 +131,8 @@ class PassRunner:
 
     def _stats(self, out, parts=None):
         """The statistics of a pass's result, after checking its data summaries."""
-        from ..solver import NormalStats, QRStats
-
         self.ledger.check(out[-1], parts)
-        cls = QRStats if self.reduction == "qr" else NormalStats
-        return cls(*[np.asarray(o) for o in out[:-1]])
+        return self.problem.stats(*[np.asarray(o) for o in out[:-1]])
 
     def __call__(self, params: np.ndarray, parts=None):
         from dask.delayed import Delayed
@@ -203,7 +199,7 @@ class PassRunner:
                         keep(futures[fut], fut.result()[0], final=n_done == len(todo))
         self.n_passes += 1
         parts = [done[i] for i in range(self.n_partitions)]
-        return self._stats(reduce_parts(parts, self.reduction, self.split_every)), len(todo)
+        return self._stats(reduce_parts(parts, self.problem.stats, self.split_every)), len(todo)
 
 
 def workers_have_gpus(client) -> bool:
@@ -220,18 +216,18 @@ def _persist(arrays, client):
     return list(dask.persist(*arrays))
 
 
-def make_runner(spec, inputs, selection, client=None) -> PassRunner:
+def make_runner(problem, inputs, selection, client=None) -> PassRunner:
     """Aligned (and, for CHUNKED, persisted) partitions and their pass runner."""
     c = selection.config
     arrays = as_dask_arrays(inputs, selection.partition_points, c.chunk_size)
     if selection.tier is WorkflowTier.CHUNKED:
         arrays = _persist(arrays, client)
-    return PassRunner(spec, arrays, n_x=inputs.n_inputs, loss=c.loss, f_scale=c.f_scale,
-                      reduction=c.reduction, split_every=c.split_every, client=client,
-                      source=describe_sources(arrays), require_finite=inputs.require_finite)
+    return PassRunner(problem, arrays, n_x=inputs.n_inputs, split_every=c.split_every,
+                      client=client, source=describe_sources(arrays),
+                      require_finite=inputs.require_finite)
 
 
-def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None,
+def run_dask(problem, *, x0, inputs, selection, opts, lb=None, ub=None, client=None,
              progress=False, checkpoint_name=None, resume=True, checkpoint_fresh=False,
              runner=None) -> EngineOutput:
     """Fit with CHUNKED or STREAMING passes; returns the final state and history.
@@ -247,14 +243,14 @@ def run_dask(spec, *, x0, inputs, selection, opts, lb=None, ub=None, client=None
 
         arrays = runner.arrays if runner is not None else as_dask_arrays(
             inputs, selection.partition_points, c.chunk_size)
-        ckpt = FitCheckpoint.open(spec, inputs, arrays, lb, ub, c, x0, name=checkpoint_name,
-                                  resume=resume, fresh=checkpoint_fresh)
+        ckpt = FitCheckpoint.open(problem.spec, inputs, arrays, lb, ub, c, x0,
+                                  name=checkpoint_name, resume=resume, fresh=checkpoint_fresh)
         ckpt.tolerances = [float(opts.ftol), float(opts.xtol), float(opts.gtol)]
     try:
-        runner = runner if runner is not None else make_runner(spec, inputs, selection, client)
+        runner = runner if runner is not None else make_runner(problem, inputs, selection, client)
         if ckpt is not None:
             ckpt.seed_ledger(runner.ledger)
-        return iterate(runner, x0, opts, c.reduction, inputs.n_points, progress, ckpt)
+        return iterate(runner, x0, opts, inputs.n_points, progress, ckpt)
     finally:
         if ckpt is not None:
             ckpt.close()

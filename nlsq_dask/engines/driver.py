@@ -33,7 +33,10 @@ class QualityWarning(UserWarning):
 
 @dataclass
 class FitContext:
-    spec: object
+    """One fit's problem, data, selection and options, shared by its runs (the fit,
+    multi-start and validation)."""
+
+    problem: object
     inputs: object
     selection: object
     opts: object
@@ -53,13 +56,11 @@ class FitContext:
         if getattr(self, "_data", None) is None:
             self._data = materialise(self.inputs)
             if self.inputs.lazy:  # numpy inputs were checked up front
-                check_materialised(*self._data, self.spec.n_params)
+                check_materialised(*self._data, self.problem.n_params)
         return self._data
 
     def run_in_memory(self, x0, data=None, opts=None) -> EngineOutput:
-        c = self.selection.config
-        return run_in_memory(self.spec, x0=x0, data=self.data() if data is None else data,
-                             loss=c.loss, f_scale=c.f_scale, reduction=c.reduction,
+        return run_in_memory(self.problem, x0=x0, data=self.data() if data is None else data,
                              opts=self.opts if opts is None else opts,
                              cov_factor=self.inputs.cov_factor if data is None else None,
                              progress=self.progress)
@@ -69,13 +70,13 @@ class FitContext:
         if getattr(self, "_runner", None) is None:
             from .dask_engine import make_runner
 
-            self._runner = make_runner(self.spec, self.inputs, self.selection, self.client)
+            self._runner = make_runner(self.problem, self.inputs, self.selection, self.client)
         return self._runner
 
     def run_dask(self, x0) -> EngineOutput:
         from .dask_engine import run_dask
 
-        return run_dask(self.spec, x0=x0, inputs=self.inputs, selection=self.selection,
+        return run_dask(self.problem, x0=x0, inputs=self.inputs, selection=self.selection,
                         opts=self.opts, lb=self.lb, ub=self.ub, client=self.client,
                         progress=self.progress, runner=self.runner(), **self.engine_options)
 
@@ -84,14 +85,14 @@ def run_single(ctx: FitContext, x0) -> EngineOutput:
     return ctx.run_in_memory(x0) if ctx.in_memory else ctx.run_dask(x0)
 
 
-def batch_passes(runner, x0s, opts, reduction: str, parts=None, max_passes=None, patience=None):
+def batch_passes(runner, x0s, opts, parts=None, max_passes=None, patience=None):
     """Iterate all starts together, one shared read per pass: ``(state, passes)``.
 
     With ``patience``, stop once the remaining starts have had ``patience`` times the
     passes the first converged start needed and none of them is below the best
     converged cost (an LM cost never rises, so such a start could still win).
     """
-    lm = lm_programs(reduction, batched=True)
+    lm = lm_programs(runner.problem.stats, batched=True)
     state = lm.init(np.asarray(x0s), runner(x0s, parts), opts)
     passes = 1
 
@@ -126,7 +127,7 @@ def _start_records(starts, state) -> list[dict]:
             for i in range(len(starts))]
 
 
-def tournament(runner, starts, opts, reduction: str, round_passes: int = ROUND_PASSES):
+def tournament(runner, starts, opts, round_passes: int = ROUND_PASSES):
     """Starts iterate on growing subsets of partitions; the worse half drops each round.
 
     Returns ``(winner index, final points, per-start records, rounds, pass equivalents)``.
@@ -140,7 +141,7 @@ def tournament(runner, starts, opts, reduction: str, round_passes: int = ROUND_P
     for r in range(n_rounds):
         m = max(1, round(n * 2.0 ** (r - n_rounds) / 2))  # 1/2^(R+1) ... 1/4 of the data
         parts = sorted(set(np.linspace(0, n - 1, m).round().astype(int).tolist()))
-        state, passes = batch_passes(runner, x[alive], opts, reduction, parts, round_passes)
+        state, passes = batch_passes(runner, x[alive], opts, parts, round_passes)
         x[alive] = state.x
         cost = np.where(np.isfinite(state.cost), state.cost, np.inf)
         for j, i in enumerate(alive):
@@ -192,8 +193,7 @@ def _starts_in_memory(ctx: FitContext, starts):
 
 
 def _starts_tournament(ctx: FitContext, starts):
-    best, x, records, rounds, passes = tournament(ctx.runner(), starts, ctx.opts,
-                                                  ctx.selection.config.reduction)
+    best, x, records, rounds, passes = tournament(ctx.runner(), starts, ctx.opts)
     out = ctx.run_dask(x[best])
     _finish(records, best, out)
     return out, dict(method="tournament", starts=records, winner=best, rounds=rounds,
@@ -201,8 +201,7 @@ def _starts_tournament(ctx: FitContext, starts):
 
 
 def _starts_vmapped_passes(ctx: FitContext, starts):
-    state, passes = batch_passes(ctx.runner(), starts, ctx.opts, ctx.selection.config.reduction,
-                                 patience=2)
+    state, passes = batch_passes(ctx.runner(), starts, ctx.opts, patience=2)
     best = _best(state)
     records = _start_records(starts, state)
     out = EngineOutput(_pick(state, best), [], 0.0)
@@ -239,7 +238,7 @@ def run_validation(ctx: FitContext, popt, perr, n_runs: int, seed: int = 1) -> d
     if ctx.in_memory:
         state = ctx.run_in_memory(starts).state
     else:
-        state, _ = batch_passes(ctx.runner(), starts, ctx.opts, ctx.selection.config.reduction)
+        state, _ = batch_passes(ctx.runner(), starts, ctx.opts)
     found = np.asarray(state.x)
     with np.errstate(divide="ignore", invalid="ignore"):
         deviation = np.max(np.abs(found - popt) / perr, axis=0)

@@ -31,7 +31,7 @@ def pad_to(a: np.ndarray, length: int, value=0.0) -> np.ndarray:
     return np.pad(a, pad, constant_values=value)
 
 
-# padded lengths compiled so far, per model, loss, reduction and weighting (the shapes
+# padded lengths compiled so far, per problem key and weighting (the shapes
 # a new length may reuse: see padded_length)
 _LENGTHS: dict = {}
 
@@ -47,15 +47,15 @@ class InMemoryEvaluator:
 
     n_partitions = 1
 
-    def __init__(self, spec, data, *, loss, f_scale: float, reduction: str, cov_factor=None):
+    def __init__(self, problem, data, *, cov_factor=None):
         import jax
 
         xs, y, w = data
         n = int(y.shape[0])
-        self.n_points, self.spec = n, spec
-        self._loss, self._reduction = loss, reduction
+        self.n_points, self.problem = n, problem
+        f_scale = problem.f_scale
         if cov_factor is None:
-            lengths = _LENGTHS.setdefault((spec, loss, reduction, w is None), set())
+            lengths = _LENGTHS.setdefault((problem.key, w is None), set())
             self.tile, length = padded_length(n, lengths)
             lengths.add(length)
             arrays = (tuple(pad_to(np.asarray(x, np.float64), length) for x in xs),
@@ -70,9 +70,8 @@ class InMemoryEvaluator:
 
     def kernel(self, batched: bool):
         if self.tile is None:
-            return whitened_kernel(self.spec, self._loss, self._reduction, batched)
-        return stats_kernel(self.spec, self.spec, self._loss, self._reduction, self.tile,
-                            batched, summary=False)
+            return whitened_kernel(self.problem.key, batched)
+        return stats_kernel(self.problem.spec, self.problem, self.tile, batched, summary=False)
 
     def __call__(self, params, parts=None):
         params = np.asarray(params, np.float64)
@@ -80,20 +79,23 @@ class InMemoryEvaluator:
 
 
 @lru_cache(maxsize=None)
-def whitened_kernel(spec, loss, reduction: str, batched: bool):
-    """The jitted :func:`~nlsq_dask.solver.stats.whitened_stats` (a full covariance)."""
+def whitened_kernel(key: tuple, batched: bool):
+    """The jitted :func:`~nlsq_dask.solver.stats.whitened_stats` (a full covariance) of
+    a problem's :attr:`~nlsq_dask.solver.problem.Problem.key`."""
     import jax
 
     from ..solver.stats import whitened_stats
 
+    spec, loss, stats_type = key
+
     def stats(params, xs, y, L, f_scale):
-        return whitened_stats(spec, loss, reduction, L, params, xs, y, f_scale)
+        return whitened_stats(spec, loss, stats_type, L, params, xs, y, f_scale)
 
     return jax.jit(jax.vmap(stats, in_axes=(0, None, None, None, None)) if batched else stats)
 
 
-def run_in_memory(spec, *, x0, data, loss, f_scale: float, reduction: str, opts,
-                  cov_factor=None, progress: bool = False) -> EngineOutput:
+def run_in_memory(problem, *, x0, data, opts, cov_factor=None,
+                  progress: bool = False) -> EngineOutput:
     """Fit materialised data ``(xs, y, w)`` (see :func:`materialise`) on one device.
 
     ``x0`` of shape ``(S, p)`` runs ``S`` starts together, one kernel call per pass
@@ -101,16 +103,15 @@ def run_in_memory(spec, *, x0, data, loss, f_scale: float, reduction: str, opts,
     has a leading axis of starts and the history is empty. Non-finite points left in
     the data (only possible for lazy inputs) are skipped by the kernel.
     """
-    evaluator = InMemoryEvaluator(spec, data, loss=loss, f_scale=f_scale, reduction=reduction,
-                                  cov_factor=cov_factor)
+    evaluator = InMemoryEvaluator(problem, data, cov_factor=cov_factor)
     x0 = np.asarray(x0, np.float64)
     if x0.ndim == 2:
         from .driver import batch_passes
 
         t0 = time.perf_counter()
-        state, _ = batch_passes(evaluator, x0, opts, reduction)
+        state, _ = batch_passes(evaluator, x0, opts)
         return EngineOutput(state, [], time.perf_counter() - t0)
-    out = iterate(evaluator, x0, opts, reduction, evaluator.n_points, progress)
+    out = iterate(evaluator, x0, opts, evaluator.n_points, progress)
     return EngineOutput(out.state, out.history, out.elapsed)
 
 

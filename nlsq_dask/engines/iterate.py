@@ -14,13 +14,30 @@ import logging
 import sys
 import time
 from functools import lru_cache, partial
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
 
 from .outputs import EngineOutput
 
 log = logging.getLogger("nlsq_dask")
+
+
+class Evaluator(Protocol):
+    """The statistics of a fit's data at trial parameters: what the LM loop iterates on.
+
+    ``evaluator(params, parts=None)`` with ``params`` of shape ``(p,)`` or ``(S, p)``
+    (several starts in one read) returns the statistics (of type
+    ``evaluator.problem.stats``; with ``parts``, of those partitions only). Implemented
+    in memory (:class:`~nlsq_dask.engines.in_memory.InMemoryEvaluator`) and by dask
+    passes (:class:`~nlsq_dask.engines.dask_engine.PassRunner`, which also stores and
+    reuses finished partitions, ``checkpointed``).
+    """
+
+    problem: object
+    n_partitions: int
+
+    def __call__(self, params, parts=None): ...
 
 
 class LMPrograms(NamedTuple):
@@ -51,15 +68,15 @@ class LMPrograms(NamedTuple):
 
 
 @lru_cache(maxsize=None)
-def lm_programs(reduction: str, batched: bool = False) -> LMPrograms:
-    """The LM step for ``reduction`` compiled once a process (and kept by the persistent
-    compilation cache): it does not depend on the model."""
+def lm_programs(stats_type: type, batched: bool = False) -> LMPrograms:
+    """The LM step on statistics of type ``stats_type``, compiled once a process (and kept
+    by the persistent compilation cache): it does not depend on the model."""
     import jax
 
     from ..solver.compile_options import jit_small
     from ..solver.lm import lm_consume, lm_propose_where, lm_start
 
-    propose = partial(lm_propose_where, reduction=reduction)
+    propose = partial(lm_propose_where, stats_type=stats_type)
     fns = (lm_start, lm_consume, propose)
     if batched:
         fns = (jax.vmap(lm_start, in_axes=(0, 0, None)), jax.vmap(lm_consume, in_axes=(0, 0, None)),
@@ -88,19 +105,18 @@ class ProgressLine:
             sys.stderr.write("\n")
 
 
-def iterate(evaluator, x0, opts, reduction: str, n_points: int, progress: bool = False,
+def iterate(evaluator, x0, opts, n_points: int, progress: bool = False,
             ckpt=None) -> EngineOutput:
     """Levenberg–Marquardt from ``x0``: one :func:`~nlsq_dask.solver.lm_step` per pass of
     ``evaluator`` (the statistics at a trial point), until the state is done.
 
     Parameters
     ----------
-    evaluator
-        ``evaluator(params) -> stats``, with ``n_partitions``; with ``ckpt`` also
-        ``checkpointed(params, store, pass_key) -> (stats, partitions computed)`` and a
+    evaluator : Evaluator
+        The statistics at trial points; with ``ckpt`` also ``checkpointed`` and a
         ``ledger`` (the dask :class:`~nlsq_dask.engines.dask_engine.PassRunner`).
-    x0, opts, reduction
-        Start, :class:`~nlsq_dask.solver.LMOptions` and ``'normal'``/``'qr'``.
+    x0, opts
+        Start and :class:`~nlsq_dask.solver.LMOptions`.
     n_points : int
         For the progress line's rate.
     progress : bool
@@ -110,7 +126,7 @@ def iterate(evaluator, x0, opts, reduction: str, n_points: int, progress: bool =
     """
     from ..solver import LMState
 
-    lm = lm_programs(reduction)
+    lm = lm_programs(evaluator.problem.stats)
     show = ProgressLine(progress, n_points)
     computed = 0
 

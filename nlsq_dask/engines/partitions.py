@@ -85,16 +85,16 @@ def align_chunks(arrays: list, names: list[str], target: tuple[int, ...] | None 
     return [a.rechunk((refined,)) for a in arrays]
 
 
-def stats_kernel(key, spec, loss: str, reduction: str, tile: int, batched: bool = False,
-                 summary: bool = True):
-    """The jitted statistics kernel of blocks of ``tile`` multiples, one per process and
-    ``key`` (what the model computes: a token of :attr:`ModelSpec.identity`, or the spec).
+def stats_kernel(key, problem, tile: int, batched: bool = False, summary: bool = True):
+    """The jitted statistics kernel of ``problem`` on blocks of at least ``tile`` points,
+    one per process, model ``key`` (what the model computes: a token of its identity, or
+    the :class:`~nlsq_dask.solver.ModelSpec` itself), loss and statistics type.
 
     ``batched`` maps it over a leading axis of starts (one read of the block serves every
     start); ``summary`` adds the block's data summary
     (:func:`~nlsq_dask.solver.block_summary`) to the statistics.
     """
-    key = (key, loss, reduction, tile, batched, summary)
+    key = (key, problem.loss, problem.stats, tile, batched, summary)
     fn = _KERNELS.get(key)
     if fn is None:
         import jax
@@ -107,7 +107,7 @@ def stats_kernel(key, spec, loss: str, reduction: str, tile: int, batched: bool 
         with _LOCK:
             fn = _KERNELS.get(key)
             if fn is None:
-                stats = partial(block_stats, spec, loss, reduction, tile)
+                stats = partial(block_stats, problem.spec, problem.loss, problem.stats, tile)
                 if batched:
                     stats = jax.vmap(stats, in_axes=(0, None, None, None, None, None))
 
@@ -125,7 +125,7 @@ def compile_count() -> int:
     return sum(fn._cache_size() for fn in _KERNELS.values())
 
 
-def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n_x, *blocks):
+def block_task(token, problem, tile, max_block, params, n_x, *blocks):
     """Statistics of one partition and its data summary, as a tuple of numpy arrays
     (a dask task): the statistics' leaves, then the ``(1, k)`` summary of
     :func:`~nlsq_dask.solver.block_summary` (which :func:`combine_task` stacks).
@@ -146,8 +146,9 @@ def block_task(token, spec, loss, reduction, tile, max_block, params, f_scale, n
 
     with np.errstate(divide="ignore"):  # sigma = 0 gives w = inf, counted by the summary
         w = None if sigma is None else 1.0 / padded(sigma, 1.0)
-    stats, summary = stats_kernel(token, spec, loss, reduction, tile, np.ndim(params) == 2)(
-        jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, np.int64(n), f_scale)
+    stats, summary = stats_kernel(token, problem, tile, np.ndim(params) == 2)(
+        jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, np.int64(n),
+        np.float64(problem.f_scale))
     return tuple(np.asarray(s) for s in stats) + (np.asarray(summary),)
 
 
@@ -165,23 +166,15 @@ def reduction_tree(n_parts: int, split_every: int) -> list[list[list[int]]]:
     return levels
 
 
-def reduce_parts(parts: list, reduction: str, split_every: int):
+def reduce_parts(parts: list, stats: type, split_every: int):
     """Combine partition statistics on the client along :func:`reduction_tree`."""
     for groups in reduction_tree(len(parts), split_every):
-        parts = [combine_task(reduction, *[parts[i] for i in g]) for g in groups]
+        parts = [combine_task(stats, *[parts[i] for i in g]) for g in groups]
     return parts[0]
 
 
-def combine_task(reduction: str, *parts):
-    """Fixed-order sum of partition statistics (deterministic); the data summaries (each
-    part's last leaf) are stacked in partition order."""
+def combine_task(stats: type, *parts):
+    """Fixed-order combination of partition statistics of type ``stats`` (deterministic);
+    the data summaries (each part's last leaf) are stacked in partition order."""
     summary = np.concatenate([p[-1] for p in parts], axis=0)
-    parts = [p[:-1] for p in parts]
-    if reduction == "qr":
-        R = np.concatenate([p[2] for p in parts], axis=-2)
-        R = np.linalg.qr(R, mode="r")[..., : parts[0][2].shape[-1], :]
-        return (sum(p[0] for p in parts), sum(p[1] for p in parts), R, summary)
-    out = list(parts[0])
-    for p in parts[1:]:
-        out = [a + b for a, b in zip(out, p)]
-    return tuple(out) + (summary,)
+    return stats.combine([p[:-1] for p in parts]) + (summary,)

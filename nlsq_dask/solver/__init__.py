@@ -16,12 +16,12 @@ from .covariance import covariance
 from .lm import STATUS_MESSAGES, LMOptions, Status, LMState, lm_init, lm_step, make_options
 from .losses import LOSSES, check_loss
 from .model import ModelSpec, infer_param_names
-from .stats import (REDUCTIONS, SUMMARY_FIELDS, NormalStats, QRStats, block_stats,
-                    block_summary, empty_stats)
+from .stats import (REDUCTIONS, STATS_TYPES, SUMMARY_FIELDS, NormalStats, QRStats, block_stats,
+                    block_summary, stats_type)
 
 __all__ = [
     "covariance", "STATUS_MESSAGES", "Status", "LMOptions", "LMState", "lm_init",
     "lm_step", "make_options", "LOSSES", "check_loss", "ModelSpec", "infer_param_names",
     "REDUCTIONS", "SUMMARY_FIELDS", "NormalStats", "QRStats", "block_stats", "block_summary",
-    "empty_stats",
+    "STATS_TYPES", "stats_type",
 ]

@@ -22,9 +22,10 @@ _EPS = float(np.finfo(np.float64).eps)
 NULL_SHARE = 1e-6
 
 
-def covariance(H, R11, *, n_points: int, cost: float, absolute_sigma: bool,
-               reduction: str = "normal", param_names=None) -> np.ndarray:
-    """Moore–Penrose inverse of ``JᵀJ`` discarding zero singular values of ``J``.
+def covariance(H, R11=None, *, n_points: int, cost: float, absolute_sigma: bool,
+               param_names=None) -> np.ndarray:
+    """Moore–Penrose inverse of ``JᵀJ = H`` discarding zero singular values of ``J``
+    (from the SVD of ``R11``, a square root of ``H``, when given: TSQR statistics).
 
     As ``curve_fit``, except that ``J`` is first scaled to unit column norms (the
     pseudo-inverse is then scaled back), which keeps the digits of ill-conditioned
@@ -45,7 +46,7 @@ def covariance(H, R11, *, n_points: int, cost: float, absolute_sigma: bool,
     # eigenvalues drown in rounding on ill-conditioned problems (Hahn1, Nelson).
     d = np.sqrt(np.clip(np.diag(H), 0.0, None))
     d = np.where(d > 0, d, 1.0)
-    if reduction == "qr":
+    if R11 is not None:
         _, s, Vt = np.linalg.svd(np.asarray(R11, dtype=np.float64) / d[None, :])
         V = Vt.T
     else:

@@ -28,7 +28,7 @@ from typing import NamedTuple
 import jax.numpy as jnp
 import numpy as np
 
-from .stats import normal_form
+from .stats import NormalStats
 from .trust_region import (EPS, check_termination, cl_scaling, make_strictly_feasible,
                            select_step, solve_lsq_trust_region, update_tr_radius)
 
@@ -114,25 +114,7 @@ def _stats_finite(stats) -> jnp.ndarray:
     return jnp.all(jnp.array([jnp.all(jnp.isfinite(leaf)) for leaf in stats]))
 
 
-def _factor(state: LMState, d, diag_h, reduction: str):
-    """Singular values/vectors of the scaled augmented Jacobian, ``suf`` and ``Uᵀf/s``."""
-    g_h = d * state.g
-    if reduction == "qr":
-        A = jnp.concatenate([state.R11 * d[None, :], jnp.diag(jnp.sqrt(diag_h))], axis=0)
-        U, s, Vt = jnp.linalg.svd(A, full_matrices=False)
-        p = s.shape[0]
-        uf = U.T @ jnp.concatenate([state.q, jnp.zeros(p)])
-        V = Vt.T
-        return s, V, s * uf, uf / jnp.where(s > 0, s, 1.0)
-    Hh = d[:, None] * state.H * d[None, :] + jnp.diag(diag_h)
-    w, V = jnp.linalg.eigh(Hh)
-    w, V = w[::-1], V[:, ::-1]
-    s = jnp.sqrt(jnp.maximum(w, 0.0))
-    suf = V.T @ g_h
-    return s, V, suf, suf / jnp.where(s > 0, s**2, 1.0)
-
-
-def _propose(state: LMState, opts: LMOptions, reduction: str) -> LMState:
+def _propose(state: LMState, opts: LMOptions, stats_type: type) -> LMState:
     """Next trial point from the current iterate, radius and LM parameter."""
     x, g = state.x, state.g
     v, dv = cl_scaling(x, g, opts.lb, opts.ub)
@@ -143,7 +125,8 @@ def _propose(state: LMState, opts: LMOptions, reduction: str) -> LMState:
     diag_h = g * dv * scale
     g_h = d * g
     theta = jnp.maximum(0.995, 1.0 - g_norm)
-    s, V, suf, gn_coef = _factor(state, d, diag_h, reduction)
+    s, V, suf, gn_coef = stats_type.trust_region_factor(state.g, state.H, state.R11, state.q,
+                                                        d, diag_h)
     p_h, alpha = solve_lsq_trust_region(state.n, s, V, suf, gn_coef, state.Delta, state.alpha)
     Hh = d[:, None] * state.H * d[None, :]
     step, step_h, predicted = select_step(x, Hh, diag_h, g_h, d * p_h, p_h, d, state.Delta,
@@ -181,7 +164,7 @@ def lm_start(x0, stats, opts: LMOptions) -> LMState:
     """State at the (strictly feasible) start ``x0`` from the statistics there, before
     the first trial is proposed (:func:`lm_propose`)."""
     x0 = jnp.asarray(x0, jnp.float64)
-    g, H, R11, q = normal_form(stats)
+    g, H, R11, q = stats.normal_form()
     jac_scale = jnp.all(opts.x_scale == 0)
     scale_inv = jnp.where(jac_scale, _jac_scale_inv(H), 1.0 / jnp.where(opts.x_scale > 0, opts.x_scale, 1.0))
     v, dv = cl_scaling(x0, g, opts.lb, opts.ub)
@@ -199,19 +182,21 @@ def lm_start(x0, stats, opts: LMOptions) -> LMState:
     return state
 
 
-def lm_propose(state: LMState, opts: LMOptions, reduction: str = "normal") -> LMState:
-    """The gtol and pass-budget tests at the iterate, then the next trust-region trial."""
-    return _propose(_check_start(state, opts), opts, reduction)
+def lm_propose(state: LMState, opts: LMOptions, stats_type: type = NormalStats) -> LMState:
+    """The gtol and pass-budget tests at the iterate, then the next trust-region trial
+    (the subproblem factored as ``stats_type``, the statistics' type, says)."""
+    return _propose(_check_start(state, opts), opts, stats_type)
 
 
-def lm_propose_where(flag, state: LMState, opts: LMOptions, reduction: str = "normal") -> LMState:
+def lm_propose_where(flag, state: LMState, opts: LMOptions,
+                     stats_type: type = NormalStats) -> LMState:
     """:func:`lm_propose` where ``flag`` (per start, for a batch), ``state`` elsewhere."""
-    return _select_tree(flag, lm_propose(state, opts, reduction), state)
+    return _select_tree(flag, lm_propose(state, opts, stats_type), state)
 
 
-def lm_init(x0, stats, opts: LMOptions, reduction: str = "normal") -> LMState:
+def lm_init(x0, stats, opts: LMOptions) -> LMState:
     """State at the (strictly feasible) start ``x0`` with its first trial proposed."""
-    return lm_propose(lm_start(x0, stats, opts), opts, reduction)
+    return lm_propose(lm_start(x0, stats, opts), opts, type(stats))
 
 
 # Polishing: after ftol/xtol end the trust-region loop, up to MAX_POLISH Gauss-Newton
@@ -276,7 +261,7 @@ def settled(step, x, xtol, rate=0.0) -> jnp.ndarray:
     return (distance <= settle_tolerance(xtol)) | ~jnp.all(jnp.isfinite(step))
 
 
-def lm_step(state: LMState, stats, opts: LMOptions, reduction: str = "normal") -> LMState:
+def lm_step(state: LMState, stats, opts: LMOptions) -> LMState:
     """Consume the statistics at ``state.x_trial`` and propose the next trial
     (:func:`lm_consume`, then :func:`lm_propose` where it says so).
 
@@ -286,7 +271,7 @@ def lm_step(state: LMState, stats, opts: LMOptions, reduction: str = "normal") -
     iteration. A finished state (``done``) is returned unchanged.
     """
     new, propose = lm_consume(state, stats, opts)
-    return lm_propose_where(propose, new, opts, reduction)
+    return lm_propose_where(propose, new, opts, type(stats))
 
 
 def lm_consume(state: LMState, stats, opts: LMOptions):
@@ -311,7 +296,7 @@ def lm_consume(state: LMState, stats, opts: LMOptions):
     alpha = jnp.where(go_on, state.alpha * state.Delta / Delta_new, state.alpha)
     Delta = jnp.where(polishing | (finite & (term != 0)), state.Delta,
                       jnp.where(finite, Delta_new, 0.25 * state.step_h_norm))
-    g, H, R11, q = normal_form(stats)
+    g, H, R11, q = stats.normal_form()
     # A polishing step may not lower the cost measurably: it is kept unless it raises it
     # beyond rounding. Near the optimum the rounding of the residuals (|f|·eps each, large
     # beside small residuals) can exceed NOISE_EPS·eps·cost while the cost's true change

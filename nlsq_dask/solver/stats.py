@@ -21,33 +21,124 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .losses import scale_for_loss
 from .model import ModelSpec
 
-REDUCTIONS = ("normal", "qr")
-
-
 class NormalStats(NamedTuple):
+    """Normal equations: points used ``n``, ``cost = ½Σρ``, ``g = J̃ᵀr̃`` and ``H = J̃ᵀJ̃``.
+
+    The statistics types own what differs between the reductions: the empty sum
+    (:meth:`empty`), adding a tile (:meth:`add`), combining partitions
+    (:meth:`combine`), the normal form the LM reads (:meth:`normal_form`) and the
+    factorisation of its trust-region subproblem (:meth:`trust_region_factor`).
+    """
+
     n: jnp.ndarray
     cost: jnp.ndarray
     g: jnp.ndarray
     H: jnp.ndarray
 
+    name = "normal"
+    #: whether :meth:`normal_form`'s ``R11`` is a square root of ``H`` (else zeros)
+    square_root = False
+
+    @classmethod
+    def empty(cls, n_params: int) -> "NormalStats":
+        zero = jnp.zeros((), jnp.float64)
+        return cls(zero, zero, jnp.zeros(n_params, jnp.float64),
+                   jnp.zeros((n_params, n_params), jnp.float64))
+
+    def add(self, n, cost, J, r) -> "NormalStats":
+        """These statistics plus ``n`` points of cost ``cost``, Jacobian ``J`` (p, T) and
+        residuals ``r`` (T,)."""
+        return NormalStats(self.n + n, self.cost + cost, self.g + J @ r, self.H + J @ J.T)
+
+    @staticmethod
+    def combine(parts) -> tuple:
+        """Sum of partition statistics given as tuples of numpy leaves, in order."""
+        out = list(parts[0])
+        for p in parts[1:]:
+            out = [a + b for a, b in zip(out, p)]
+        return tuple(out)
+
+    def normal_form(self):
+        """``(g, H, R11, q)``; ``R11`` and ``q`` are zeros."""
+        p = self.g.shape[0]
+        return self.g, self.H, jnp.zeros((p, p)), jnp.zeros(p)
+
+    @staticmethod
+    def trust_region_factor(g, H, R11, q, d, diag_h):
+        """Singular values and vectors of the scaled augmented Jacobian, ``s·Uᵀf`` and
+        ``Uᵀf/s``, from the eigen-decomposition of ``dHd + diag(diag_h)``."""
+        Hh = d[:, None] * H * d[None, :] + jnp.diag(diag_h)
+        w, V = jnp.linalg.eigh(Hh)
+        w, V = w[::-1], V[:, ::-1]
+        s = jnp.sqrt(jnp.maximum(w, 0.0))
+        suf = V.T @ (d * g)
+        return s, V, suf, suf / jnp.where(s > 0, s**2, 1.0)
+
 
 class QRStats(NamedTuple):
+    """TSQR: points used ``n``, ``cost = ½Σρ`` and ``R``, the ``(p+1) × (p+1)`` triangular
+    factor of ``[J̃ | r̃]`` (the condition number of ``J``, not its square). Same
+    interface as :class:`NormalStats`."""
+
     n: jnp.ndarray
     cost: jnp.ndarray
     R: jnp.ndarray
 
+    name = "qr"
+    square_root = True
 
-def empty_stats(n_params: int, reduction: str):
-    """Statistics of no points (the scan's initial carry)."""
-    zero = jnp.zeros((), jnp.float64)
-    if reduction == "qr":
-        return QRStats(zero, zero, jnp.zeros((n_params + 1, n_params + 1), jnp.float64))
-    return NormalStats(zero, zero, jnp.zeros(n_params, jnp.float64),
-                       jnp.zeros((n_params, n_params), jnp.float64))
+    @classmethod
+    def empty(cls, n_params: int) -> "QRStats":
+        zero = jnp.zeros((), jnp.float64)
+        return cls(zero, zero, jnp.zeros((n_params + 1, n_params + 1), jnp.float64))
+
+    def add(self, n, cost, J, r) -> "QRStats":
+        k = self.R.shape[0]
+        A = jnp.concatenate([J.T, r[:, None]], axis=1)
+        R = jnp.linalg.qr(jnp.concatenate([self.R, A], axis=0), mode="r")[:k]
+        return QRStats(self.n + n, self.cost + cost, R)
+
+    @staticmethod
+    def combine(parts) -> tuple:
+        R = np.concatenate([p[2] for p in parts], axis=-2)
+        R = np.linalg.qr(R, mode="r")[..., : parts[0][2].shape[-1], :]
+        return (sum(p[0] for p in parts), sum(p[1] for p in parts), R)
+
+    def normal_form(self):
+        """``(g, H, R11, q)`` with ``R = [[R11, q], [0, ·]]``: ``g = R11ᵀq``, ``H = R11ᵀR11``."""
+        p = self.R.shape[0] - 1
+        R11, q = self.R[:p, :p], self.R[:p, p]
+        return R11.T @ q, R11.T @ R11, R11, q
+
+    @staticmethod
+    def trust_region_factor(g, H, R11, q, d, diag_h):
+        """As :meth:`NormalStats.trust_region_factor`, from the SVD of
+        ``[R11·d; diag(√diag_h)]``."""
+        A = jnp.concatenate([R11 * d[None, :], jnp.diag(jnp.sqrt(diag_h))], axis=0)
+        U, s, Vt = jnp.linalg.svd(A, full_matrices=False)
+        uf = U.T @ jnp.concatenate([q, jnp.zeros(s.shape[0])])
+        return s, Vt.T, s * uf, uf / jnp.where(s > 0, s, 1.0)
+
+
+#: the statistics type of each ``reduction`` name
+STATS_TYPES = {"normal": NormalStats, "qr": QRStats}
+REDUCTIONS = tuple(STATS_TYPES)
+
+
+def stats_type(reduction) -> type:
+    """:class:`NormalStats` or :class:`QRStats` for a reduction name (or type)."""
+    if isinstance(reduction, type):
+        return reduction
+    try:
+        return STATS_TYPES[reduction]
+    except KeyError:
+        raise ValueError(f"reduction must be one of {list(STATS_TYPES)}; got {reduction!r}") \
+            from None
 
 
 def residual_and_jacobian(spec: ModelSpec, params, xs, y, weigh):
@@ -80,14 +171,15 @@ def _tile_terms(spec: ModelSpec, loss: str, params, xs, y, w, ok, f_scale):
     return ok, jnp.where(ok, rho0, 0.0), r, J
 
 
-def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
+def block_stats(spec: ModelSpec, loss: str, stats: type, tile: int,
                 params, xs, y, w, n_valid, f_scale):
     """Statistics of one block of at least ``tile`` points, visited tile by tile.
 
     Parameters
     ----------
-    spec, loss, reduction, tile
-        Static: the model, the loss name, ``'normal'`` or ``'qr'``, points per tile.
+    spec, loss, stats, tile
+        Static: the model, the loss, :class:`NormalStats` or :class:`QRStats`, points per
+        tile.
     params : (p,) float64
     xs : tuple of (L,) arrays
         The independent variables.
@@ -122,18 +214,12 @@ def block_stats(spec: ModelSpec, loss: str, reduction: str, tile: int,
         valid = (index >= start) & (index < n_valid)
         ok, rho0, r, J = _tile_terms(spec, loss, params, tuple(cut(x) for x in xs), cut(y),
                                      None if w is None else cut(w), valid, f_scale)
-        n = carry.n + jnp.sum(ok, dtype=jnp.float64)
-        cost = carry.cost + 0.5 * jnp.sum(rho0)
-        if reduction == "qr":
-            A = jnp.concatenate([J.T, r[:, None]], axis=1)
-            R = jnp.linalg.qr(jnp.concatenate([carry.R, A], axis=0), mode="r")[: p + 1]
-            return QRStats(n, cost, R)
-        return NormalStats(n, cost, carry.g + J @ r, carry.H + J @ J.T)
+        return carry.add(jnp.sum(ok, dtype=jnp.float64), 0.5 * jnp.sum(rho0), J, r)
 
-    return jax.lax.fori_loop(0, n_tiles, body, empty_stats(p, reduction))
+    return jax.lax.fori_loop(0, n_tiles, body, stats.empty(p))
 
 
-def whitened_stats(spec: ModelSpec, loss, reduction: str, L, params, xs, y, f_scale):
+def whitened_stats(spec: ModelSpec, loss, stats: type, L, params, xs, y, f_scale):
     """Statistics of all the data at once for a full covariance ``C = L Lᵀ`` of ``y``:
     the residuals and Jacobian are whitened by ``L⁻¹`` (scipy's ``curve_fit`` with a 2-D
     ``sigma``). ``L`` couples every point with every other, so nothing is tiled: this
@@ -149,13 +235,7 @@ def whitened_stats(spec: ModelSpec, loss, reduction: str, L, params, xs, y, f_sc
 
     r, J = residual_and_jacobian(spec, params, xs, y, whiten)
     rho0, r, J = scale_for_loss(r, J, loss, f_scale)
-    n = jnp.asarray(y.shape[0], jnp.float64)
-    cost = 0.5 * jnp.sum(rho0)
-    if reduction == "qr":
-        R = jnp.linalg.qr(jnp.concatenate([J.T, r[:, None]], axis=1), mode="r")[: p + 1]
-        R = jnp.zeros((p + 1, p + 1)).at[: R.shape[0]].set(R)   # fewer points than p + 1
-        return QRStats(n, cost, R)
-    return NormalStats(n, cost, J @ r, J @ J.T)
+    return stats.empty(p).add(jnp.asarray(y.shape[0], jnp.float64), 0.5 * jnp.sum(rho0), J, r)
 
 
 SUMMARY_FIELDS = ("points", "sum_y", "sum_abs_y", "sum_x", "sum_abs_x", "sum_w",
@@ -189,13 +269,3 @@ def block_summary(xs, y, w, n_valid):
     return jnp.stack([jnp.sum(ok, dtype=jnp.float64), jnp.sum(y), jnp.sum(jnp.abs(y)),
                       sum(jnp.sum(x) for x in xs), sum(jnp.sum(jnp.abs(x)) for x in xs),
                       sum_w, bad_sigma])[None, :]
-
-
-def normal_form(stats):
-    """``(g, H, R11, q)`` of a statistics object; ``R11``/``q`` are zeros for ``normal``."""
-    if isinstance(stats, QRStats):
-        p = stats.R.shape[0] - 1
-        R11, q = stats.R[:p, :p], stats.R[:p, p]
-        return R11.T @ q, R11.T @ R11, R11, q
-    p = stats.g.shape[0]
-    return stats.g, stats.H, jnp.zeros((p, p)), jnp.zeros(p)
