@@ -21,8 +21,10 @@ import os
 import sys
 
 log = logging.getLogger("nlsq_dask")
-# Programs that compile faster than this are not worth a disk round trip.
-MIN_COMPILE_SECONDS = 0.1
+# Programs that compile faster than this are not worth a disk round trip. Well below
+# the smallest of nlsq_dask's (the LM's start, ~0.1 s; the pointwise check, ~0.07 s), so
+# a second process finds every one of them and none is stored or not by chance.
+MIN_COMPILE_SECONDS = 0.02
 _STATE: dict[str, object] = {}
 
 
