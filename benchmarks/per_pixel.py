@@ -19,7 +19,7 @@ import time
 import numpy as np
 import xarray as xr
 
-import nlsq_dask.xarray  # noqa: F401  (registers .nlsq)
+import nlsq_dask.accessor  # noqa: F401  (registers .nlsq)
 
 
 def model(t, a, b, c):

@@ -157,7 +157,8 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         ``absolute_sigma``, ...), with what to change.
     """
     from .engines.data import prepare_inputs
-    from .engines.driver import FitContext, run_single, run_starts, run_validation
+    from .engines.driver import FitContext, run_single
+    from .engines.multistart import run_starts, run_validation
     from .engines.invariants import require_points
     from .engines.sources import guard_inputs
     from .residuals import ResidualView

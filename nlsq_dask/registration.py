@@ -26,7 +26,7 @@ class _RegisterAfter(importlib.abc.Loader):
 
     def exec_module(self, module):
         self.loader.exec_module(module)
-        importlib.import_module("nlsq_dask.xarray")
+        importlib.import_module("nlsq_dask.accessor")
 
     def __getattr__(self, name):            # anything else xarray's loader offers
         return getattr(self.loader, name)
@@ -56,6 +56,6 @@ def uninstall() -> None:
 def register_accessor() -> None:
     """Register ``.nlsq`` now if xarray is loaded, else as soon as it is imported."""
     if "xarray" in sys.modules:
-        importlib.import_module("nlsq_dask.xarray")
+        importlib.import_module("nlsq_dask.accessor")
     elif _FINDER not in sys.meta_path:
         sys.meta_path.insert(0, _FINDER)

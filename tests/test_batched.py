@@ -7,7 +7,7 @@ import xarray as xr
 from scipy.optimize import curve_fit, least_squares
 
 import nlsq_dask
-import nlsq_dask.xarray  # noqa: F401  (registers .nlsq)
+import nlsq_dask.accessor  # noqa: F401  (registers .nlsq)
 from nlsq_dask.solver import batched as bt
 from nlsq_dask.solver.covariance import batched_covariance
 

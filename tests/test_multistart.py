@@ -23,7 +23,7 @@ scipy_optimize = pytest.importorskip("scipy.optimize")
 import jax.numpy as jnp  # noqa: E402
 
 import nlsq_dask  # noqa: E402
-from nlsq_dask.engines.driver import QualityWarning  # noqa: E402
+from nlsq_dask.engines.multistart import QualityWarning  # noqa: E402
 from nlsq_dask.solver.samplers import SAMPLERS, draw_starts  # noqa: E402
 from nlsq_dask.workflow import WorkflowConfig  # noqa: E402
 from nlsq_dask.workflow.enums import adaptive_tolerance  # noqa: E402

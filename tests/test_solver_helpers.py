@@ -13,7 +13,7 @@ from numpy.testing import assert_allclose, assert_array_equal
 
 jnp = pytest.importorskip("jax.numpy")
 
-from nlsq_dask.engines.partitions import combine_task, reduce_parts, reduction_tree  # noqa: E402
+from nlsq_dask.engines.reduce import combine_task, reduce_parts, reduction_tree  # noqa: E402
 from nlsq_dask.solver.stats import NormalStats, QRStats  # noqa: E402
 from nlsq_dask.solver.trust_region import (active_constraints, cl_scaling,  # noqa: E402
                                            intersect_trust_region, make_strictly_feasible,

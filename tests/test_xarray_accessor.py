@@ -5,7 +5,7 @@ import pytest
 import xarray as xr
 
 import nlsq_dask
-import nlsq_dask.xarray  # noqa: F401  (registers the accessor)
+import nlsq_dask.accessor  # noqa: F401  (registers the accessor)
 
 import jax.numpy as jnp
 

@@ -21,8 +21,8 @@ from .invariants import PartitionLedger
 from .iterate import iterate
 from .outputs import EngineOutput
 from .sources import describe_sources
-from .partitions import (align_chunks, block_task, combine_task, reduce_parts, reduction_tree,
-                         tile_for)
+from .partitions import align_chunks, block_task, tile_for
+from .reduce import combine_task, reduce_parts, reduction_tree
 
 log = logging.getLogger("nlsq_dask")
 FLUSH_SECONDS = 2.0

@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .iterate import iterate
+from .iterate import batch_passes, iterate
 from .outputs import EngineOutput
 from .partitions import padded_length, stats_kernel
 
@@ -99,15 +99,13 @@ def run_in_memory(problem, *, x0, data, opts, cov_factor=None,
     """Fit materialised data ``(xs, y, w)`` (see :func:`materialise`) on one device.
 
     ``x0`` of shape ``(S, p)`` runs ``S`` starts together, one kernel call per pass
-    for all of them (:func:`~nlsq_dask.engines.driver.batch_passes`); the state then
+    for all of them (:func:`~nlsq_dask.engines.iterate.batch_passes`); the state then
     has a leading axis of starts and the history is empty. Non-finite points left in
     the data (only possible for lazy inputs) are skipped by the kernel.
     """
     evaluator = InMemoryEvaluator(problem, data, cov_factor=cov_factor)
     x0 = np.asarray(x0, np.float64)
     if x0.ndim == 2:
-        from .driver import batch_passes
-
         t0 = time.perf_counter()
         state, _ = batch_passes(evaluator, x0, opts)
         return EngineOutput(state, [], time.perf_counter() - t0)

@@ -5,7 +5,9 @@ data, or a dask pass over the partitions), and the jitted
 :func:`~nlsq_dask.solver.lm_step` takes the step. The step does not depend on the
 model, so it is compiled once per parameter count and reduction and reused by every
 model (and, through the persistent compilation cache, by every process). Every tier
-runs this loop.
+runs this loop: :func:`iterate` for one start (history, progress, checkpoints),
+:func:`batch_passes` for several starts sharing each pass (multi-start, tournament
+rounds on subsets of partitions, validation restarts).
 """
 
 from __future__ import annotations
@@ -185,3 +187,31 @@ def _entry(state, t0: float) -> dict:
                 params=np.asarray(state.x).tolist(), nfev=int(state.nfev),
                 step_norm=float(state.last_step_norm),
                 elapsed=time.perf_counter() - t0, elapsed_estimated=False)
+
+
+def batch_passes(runner, x0s, opts, parts=None, max_passes=None, patience=None):
+    """Iterate all starts together, one shared read per pass: ``(state, passes)``.
+
+    With ``patience``, stop once the remaining starts have had ``patience`` times the
+    passes the first converged start needed and none of them is below the best
+    converged cost (an LM cost never rises, so such a start could still win).
+    """
+    lm = lm_programs(runner.problem.stats, batched=True)
+    state = lm.init(np.asarray(x0s), runner(x0s, parts), opts)
+    passes = 1
+
+    def patience_over():
+        done, cost = np.asarray(state.done), np.asarray(state.cost)
+        ok = done & (np.asarray(state.status) > 0)
+        if patience is None or not ok.any():
+            return False
+        promising = np.any(~done & (cost < np.min(cost[ok])))
+        return passes >= patience * np.min(state.nfev[ok]) + 2 and not promising
+
+    while not np.all(state.done) and (max_passes is None or passes < max_passes) \
+            and not patience_over():
+        state = lm.step(state, runner(state.x_trial, parts), opts)
+        passes += 1
+    return state, passes
+
+

@@ -1,12 +1,13 @@
-"""Partitions of a dask fit: aligned chunks, bucket lengths and the per-block kernel.
+"""Blocks of points and their statistics kernel: aligned chunks, padded lengths, the kernel.
 
-The kernel runs inside dask tasks (threads or worker processes). It pads a block to
-one of a few bucket lengths (points past the block's length are masked out), so a fit compiles one kernel
-per bucket rather than one per block length, and it caches the jitted kernel per
-process under a token computed once on the client (a model function unpickled on a
-worker is a new object every task, which would otherwise defeat JAX's cache).
+The kernel (:func:`stats_kernel`) runs inside dask tasks (threads or worker processes)
+and, on in-memory data, in the STANDARD tier's passes. A dask block is padded to one of
+a few bucket lengths (points past the block's length are masked out), so a fit compiles
+one kernel per bucket rather than one per block length; in-memory data to a
+power-of-two length (:func:`padded_length`). Kernels are cached per process under what
+the model computes (a model function unpickled on a worker is a new object every task,
+which would otherwise defeat JAX's cache).
 """
-
 from __future__ import annotations
 
 import threading
@@ -150,31 +151,3 @@ def block_task(token, problem, tile, max_block, params, n_x, *blocks):
         jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, np.int64(n),
         np.float64(problem.f_scale))
     return tuple(np.asarray(s) for s in stats) + (np.asarray(summary),)
-
-
-def reduction_tree(n_parts: int, split_every: int) -> list[list[list[int]]]:
-    """Groups of the fixed reduction tree: per level, the indices combined together.
-
-    The graph and the client-side reduction of a checkpointed pass both follow it,
-    so a pass gives bit-identical statistics whichever way it ran.
-    """
-    levels, width = [], n_parts
-    while width > 1:
-        groups = [list(range(j, min(j + split_every, width))) for j in range(0, width, split_every)]
-        levels.append(groups)
-        width = len(groups)
-    return levels
-
-
-def reduce_parts(parts: list, stats: type, split_every: int):
-    """Combine partition statistics on the client along :func:`reduction_tree`."""
-    for groups in reduction_tree(len(parts), split_every):
-        parts = [combine_task(stats, *[parts[i] for i in g]) for g in groups]
-    return parts[0]
-
-
-def combine_task(stats: type, *parts):
-    """Fixed-order combination of partition statistics of type ``stats`` (deterministic);
-    the data summaries (each part's last leaf) are stacked in partition order."""
-    summary = np.concatenate([p[-1] for p in parts], axis=0)
-    return stats.combine([p[:-1] for p in parts]) + (summary,)
