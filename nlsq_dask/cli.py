@@ -116,10 +116,14 @@ def start_cluster(n_workers: int):
     """``(cluster, client)``: an embedded LocalCluster, or ``(None, None)`` for 0 workers."""
     if n_workers == 0:
         return None, None
+    import logging
+
     from distributed import Client, LocalCluster
 
+    # errors only: a worker's heartbeat racing the scheduler's shutdown at the end of the
+    # demo logs a warning with a traceback that means nothing to the user
     cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None)
+                           dashboard_address=None, silence_logs=logging.ERROR)
     return cluster, Client(cluster)
 
 

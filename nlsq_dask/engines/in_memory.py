@@ -25,10 +25,15 @@ from .partitions import padded_length, stats_kernel
 
 
 def pad_to(a: np.ndarray, length: int, value=0.0) -> np.ndarray:
-    if a.shape[-1] == length:
+    """``a`` extended along its last axis to ``length`` with ``value`` (``a`` itself when
+    it is that long already)."""
+    n = a.shape[-1]
+    if n == length:
         return a
-    pad = [(0, 0)] * (a.ndim - 1) + [(0, length - a.shape[-1])]
-    return np.pad(a, pad, constant_values=value)
+    out = np.empty(a.shape[:-1] + (length,), a.dtype)
+    out[..., :n] = a
+    out[..., n:] = value
+    return out
 
 
 # padded lengths compiled so far, per problem key and weighting (the shapes
@@ -74,7 +79,9 @@ class InMemoryEvaluator:
         return stats_kernel(self.problem.spec, self.problem, self.tile, batched, summary=False)
 
     def __call__(self, params, parts=None):
-        params = np.asarray(params, np.float64)
+        import jax.numpy as jnp
+
+        params = jnp.asarray(params, jnp.float64)      # a trial stays on the device
         return self.kernel(params.ndim == 2)(params, *self._args)
 
 

@@ -44,7 +44,8 @@ class Evaluator(Protocol):
 
 class LMPrograms(NamedTuple):
     """The jitted LM step in its three parts (see :func:`~nlsq_dask.solver.lm.lm_consume`),
-    for one start or, ``batched``, a leading axis of starts; host values in and out."""
+    for one start or, ``batched``, a leading axis of starts. The state stays on the
+    device between passes: the loops read only a few scalars of it (:class:`Head`)."""
 
     start: Callable
     consume: Callable
@@ -52,21 +53,30 @@ class LMPrograms(NamedTuple):
 
     def init(self, x0, stats, opts):
         """The state at ``x0`` with its first trial proposed."""
-        import jax
-
         state = self.start(x0, stats, opts)
-        return jax.device_get(self.propose_where(np.ones(np.shape(state.done), bool), state,
-                                                 opts))
+        return self.propose_where(np.ones(np.shape(state.done), bool), state, opts)
 
     def step(self, state, stats, opts):
-        """One :func:`~nlsq_dask.solver.lm_step`; the proposal runs only where needed."""
+        """One :func:`~nlsq_dask.solver.lm_step` (dispatched; nothing waits for it)."""
+        state, propose = self.consume(state, stats, opts)
+        return self.propose_where(propose, state, opts)
+
+
+class Head(NamedTuple):
+    """What the host loop reads of a state after each pass (one transfer)."""
+
+    done: np.ndarray
+    accepted: np.ndarray
+    nit: np.ndarray
+    nfev: np.ndarray
+    cost: np.ndarray
+    last_step_norm: np.ndarray
+
+    @classmethod
+    def of(cls, state) -> "Head":
         import jax
 
-        state, propose = self.consume(state, stats, opts)
-        propose = np.asarray(propose)
-        if propose.any():
-            state = self.propose_where(propose, state, opts)
-        return jax.device_get(state)
+        return cls(*jax.device_get(tuple(getattr(state, f) for f in cls._fields)))
 
 
 @lru_cache(maxsize=None)
@@ -126,6 +136,8 @@ def iterate(evaluator, x0, opts, n_points: int, progress: bool = False,
     ckpt : FitCheckpoint, optional
         Store the state every ``checkpoint_frequency`` passes and resume a stored one.
     """
+    import jax
+
     from ..solver import LMState
 
     lm = lm_programs(evaluator.problem.stats)
@@ -156,20 +168,24 @@ def iterate(evaluator, x0, opts, n_points: int, progress: bool = False,
     else:
         tp = time.perf_counter()
         state = lm.init(x0, run_pass(x0, 0), opts)
-        show(state, time.perf_counter() - tp)
-        history, resumed_at = [_entry(state, t0)], None
+        head = Head.of(state)
+        show(head, time.perf_counter() - tp)
+        history, resumed_at = [_entry(head, state.x, t0)], None
         if ckpt is not None:
-            ckpt.save(state, history, force=True)
-    while not bool(state.done):
+            ckpt.save(jax.device_get(state), history, force=True)
+    head = Head.of(state)
+    while not bool(head.done):
         tp = time.perf_counter()
-        stats = run_pass(state.x_trial, int(state.nfev))
+        stats = run_pass(state.x_trial, int(head.nfev))
         state = lm.step(state, stats, opts)
-        show(state, time.perf_counter() - tp)
-        if bool(state.accepted) and int(state.nit) > history[-1]["iteration"]:
-            history.append(_entry(state, t0))
+        head = Head.of(state)
+        show(head, time.perf_counter() - tp)
+        if bool(head.accepted) and int(head.nit) > history[-1]["iteration"]:
+            history.append(_entry(head, state.x, t0))
         if ckpt is not None:
-            ckpt.save(state, history, force=bool(state.done))
+            ckpt.save(jax.device_get(state), history, force=bool(head.done))
     show.close()
+    state = jax.device_get(state)
     extras = {"n_partitions": evaluator.n_partitions, "partitions_computed": computed}
     if ckpt is not None:
         extras["checkpoint"] = {"path": ckpt.path, "resumed": resumed_at is not None,
@@ -182,10 +198,10 @@ def _tighter(new, old) -> bool:
     return old is not None and any(a < b for a, b in zip(new, old))
 
 
-def _entry(state, t0: float) -> dict:
-    return dict(iteration=int(state.nit), cost=float(state.cost),
-                params=np.asarray(state.x).tolist(), nfev=int(state.nfev),
-                step_norm=float(state.last_step_norm),
+def _entry(head: Head, x, t0: float) -> dict:
+    return dict(iteration=int(head.nit), cost=float(head.cost),
+                params=np.asarray(x).tolist(), nfev=int(head.nfev),
+                step_norm=float(head.last_step_norm),
                 elapsed=time.perf_counter() - t0, elapsed_estimated=False)
 
 
@@ -196,8 +212,10 @@ def batch_passes(runner, x0s, opts, parts=None, max_passes=None, patience=None):
     passes the first converged start needed and none of them is below the best
     converged cost (an LM cost never rises, so such a start could still win).
     """
+    import jax
+
     lm = lm_programs(runner.problem.stats, batched=True)
-    state = lm.init(np.asarray(x0s), runner(x0s, parts), opts)
+    state = jax.device_get(lm.init(np.asarray(x0s), runner(x0s, parts), opts))
     passes = 1
 
     def patience_over():
@@ -210,7 +228,7 @@ def batch_passes(runner, x0s, opts, parts=None, max_passes=None, patience=None):
 
     while not np.all(state.done) and (max_passes is None or passes < max_passes) \
             and not patience_over():
-        state = lm.step(state, runner(state.x_trial, parts), opts)
+        state = jax.device_get(lm.step(state, runner(state.x_trial, parts), opts))
         passes += 1
     return state, passes
 

@@ -33,8 +33,9 @@ def bucket_length(length: int, tile: int, max_block: int) -> int:
     return int(min(full, tile * (1 << max(0, (tiles - 1).bit_length()))))
 
 
-# Beyond this many points in-memory data are not padded (no copy, one compile per length)
-POW2_BUCKETS_UP_TO = 1 << 22
+# Beyond this many points in-memory data are not padded: the copy would cost every fit
+# a millisecond or more (3 ms at 10^6 points), a new length's kernel compiles once.
+POW2_BUCKETS_UP_TO = 1 << 18
 
 
 def padded_length(n: int, compiled=()) -> tuple[int, int]:
