@@ -30,7 +30,7 @@ import xarray as xr
 
 from .arguments import check_flag
 from .errors import InsufficientDataError
-from .api import fit as _fit
+from .api import ENGINE_OPTIONS, fit as _fit
 
 _THIS = "__nlsq_this_array__"
 _KWARG_ALIASES = {"maxfev": "max_nfev", "max_nfev": "max_nfev", "ftol": "ftol", "xtol": "xtol",
@@ -143,8 +143,7 @@ def _options(kwargs, fit_options) -> dict:
         opts[_KWARG_ALIASES[key]] = value
     valid = set(inspect.signature(_fit).parameters) - {"model", "x", "y", "p0", "bounds",
                                                        "param_names", "nan_policy"}
-    unknown = set(opts) - valid - {"checkpoint_dir", "enable_checkpoints", "resume",
-                                   "checkpoint_fresh", "checkpoint_name", "checkpoint_frequency"}
+    unknown = set(opts) - valid - set(ENGINE_OPTIONS)
     if unknown:
         raise TypeError(f"nlsq.fit() got unexpected option(s) {sorted(unknown)}")
     return opts

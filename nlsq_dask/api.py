@@ -18,6 +18,7 @@ from .errors import FitWarning
 from .result import FitResult
 from .workflow import (DatasetProfile, ResourceSnapshot, WorkflowSelector, WorkflowTier,
                        resolve_config)
+from .workflow.config import CHECKPOINT_FIELDS, CHECKPOINT_RUN_OPTIONS
 
 
 # Default pass budget per parameter: a safety net, not a stopping rule (converging fits
@@ -25,8 +26,8 @@ from .workflow import (DatasetProfile, ResourceSnapshot, WorkflowSelector, Workf
 # ~460 passes per parameter, beyond scipy's 100.
 DEFAULT_NFEV_PER_PARAM = 1000
 
-ENGINE_OPTIONS = ("checkpoint_dir", "enable_checkpoints", "checkpoint_frequency",
-                  "checkpoint_name", "resume", "checkpoint_fresh")
+#: fit()'s checkpoint keywords (``**engine_options``)
+ENGINE_OPTIONS = CHECKPOINT_FIELDS + CHECKPOINT_RUN_OPTIONS
 
 
 def active_client(client=None):
@@ -193,7 +194,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     if unknown:
         raise TypeError(f"fit() got unexpected keyword argument(s) {sorted(unknown)}; "
                         f"valid extra options are {list(ENGINE_OPTIONS)}")
-    for key in ("checkpoint_dir", "enable_checkpoints", "checkpoint_frequency"):
+    for key in CHECKPOINT_FIELDS:
         if key in engine_options:
             overrides[key] = engine_options.pop(key)
     cfg = resolve_config(preset=preset, config=config, overrides=overrides, yaml_path=yaml_path)

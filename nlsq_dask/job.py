@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 
+from .workflow.config import CHECKPOINT_FIELDS, CHECKPOINT_RUN_OPTIONS
 from .workflow.loading import YAML_SECTIONS, parse_yaml_file, validate_yaml_doc
 
 log = logging.getLogger("nlsq_dask.job")
@@ -30,11 +31,10 @@ JOB_SECTIONS = ("data", "model", "p0", "bounds", "param_names", "fit", "output")
 DATA_KEYS = ("path", "x", "y", "sigma", "chunks")
 #: ``fit`` section keys that are WorkflowConfig fields (checked before any data is read)
 CONFIG_KEYS = ("goal", "tier", "loss", "f_scale", "ftol", "xtol", "gtol", "max_nfev", "reduction",
-               "chunk_size", "memory_limit_gb", "split_every", "checkpoint_dir",
-               "enable_checkpoints", "checkpoint_frequency")
+               "chunk_size", "memory_limit_gb", "split_every") + CHECKPOINT_FIELDS
 #: keys of the ``fit`` section: keyword options of nlsq_dask.fit
-FIT_KEYS = CONFIG_KEYS + ("absolute_sigma", "preset", "x_scale", "nan_policy", "checkpoint_name",
-                          "resume", "checkpoint_fresh")
+FIT_KEYS = CONFIG_KEYS + ("absolute_sigma", "preset", "x_scale", "nan_policy") \
+    + CHECKPOINT_RUN_OPTIONS
 _FLOAT_KEYS = ("f_scale", "ftol", "xtol", "gtol", "memory_limit_gb")
 _INT_KEYS = ("max_nfev", "chunk_size", "split_every", "checkpoint_frequency")
 

@@ -23,8 +23,14 @@ __all__ = [
     "LOSSES",
     "CLUSTER_TYPES",
     "CLUSTER_KEYS",
+    "CHECKPOINT_FIELDS",
+    "CHECKPOINT_RUN_OPTIONS",
 ]
 
+#: the checkpoint settings of a configuration (WorkflowConfig fields; fit() takes them too)
+CHECKPOINT_FIELDS = ("checkpoint_dir", "enable_checkpoints", "checkpoint_frequency")
+#: the per-fit checkpoint options of fit(): which store, resume it or start over
+CHECKPOINT_RUN_OPTIONS = ("checkpoint_name", "resume", "checkpoint_fresh")
 SAMPLERS = ("lhs", "sobol", "halton")
 REDUCTIONS = ("normal", "qr")
 LOSSES = ("linear", "soft_l1", "huber", "cauchy", "arctan")
