@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 import nlsq_dask
-from nlsq_dask.engines.partitions import compile_count
+from kernel_counts import compile_count
 
 REPO = Path(nlsq_dask.__file__).resolve().parents[1]
 

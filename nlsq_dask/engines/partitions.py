@@ -122,11 +122,6 @@ def stats_kernel(key, problem, tile: int, batched: bool = False, summary: bool =
     return fn
 
 
-def compile_count() -> int:
-    """Compiled kernel variants in this process (for tests)."""
-    return sum(fn._cache_size() for fn in _KERNELS.values())
-
-
 def block_task(token, problem, tile, max_block, params, n_x, *blocks):
     """Statistics of one partition and its data summary, as a tuple of numpy arrays
     (a dask task): the statistics' leaves, then the ``(1, k)`` summary of
