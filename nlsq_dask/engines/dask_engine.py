@@ -18,7 +18,7 @@ import numpy as np
 
 from ..workflow import WorkflowTier
 from .invariants import PartitionLedger
-from .iterate import iterate
+from .iterate import fit_start
 from .outputs import EngineOutput
 from .sources import describe_sources
 from .partitions import align_chunks, block_task, tile_for
@@ -250,7 +250,7 @@ def run_dask(problem, *, x0, inputs, selection, opts, lb=None, ub=None, client=N
         runner = runner if runner is not None else make_runner(problem, inputs, selection, client)
         if ckpt is not None:
             ckpt.seed_ledger(runner.ledger)
-        return iterate(runner, x0, opts, inputs.n_points, progress, ckpt)
+        return fit_start(runner, x0, opts, inputs.n_points, progress, ckpt)
     finally:
         if ckpt is not None:
             ckpt.close()

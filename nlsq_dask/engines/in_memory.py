@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .iterate import batch_passes, iterate
+from .iterate import batch_passes, fit_start
 from .outputs import EngineOutput
 from .partitions import padded_length, stats_kernel
 
@@ -116,7 +116,7 @@ def run_in_memory(problem, *, x0, data, opts, cov_factor=None,
         t0 = time.perf_counter()
         state, _ = batch_passes(evaluator, x0, opts)
         return EngineOutput(state, [], time.perf_counter() - t0)
-    out = iterate(evaluator, x0, opts, evaluator.n_points, progress)
+    out = fit_start(evaluator, x0, opts, evaluator.n_points, progress)
     return EngineOutput(out.state, out.history, out.elapsed)
 
 

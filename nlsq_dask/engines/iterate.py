@@ -4,10 +4,14 @@ An *evaluator* returns the statistics at a trial point (one kernel call on in-me
 data, or a dask pass over the partitions), and the jitted
 :func:`~nlsq_dask.solver.lm_step` takes the step. The step does not depend on the
 model, so it is compiled once per parameter count and reduction and reused by every
-model (and, through the persistent compilation cache, by every process). Every tier
-runs this loop: :func:`iterate` for one start (history, progress, checkpoints),
-:func:`batch_passes` for several starts sharing each pass (multi-start, tournament
-rounds on subsets of partitions, validation restarts).
+model (and, through the persistent compilation cache, by every process).
+
+Every tier and every kind of run goes through the one loop, :func:`iterate`, with
+:class:`Hook` objects for what differs: a fit's start (:func:`fit_start`) adds its
+:class:`History`, :class:`ProgressLine` and :class:`CheckpointSaves` (its passes then
+run through a :class:`CheckpointingEvaluator`); several starts sharing each pass
+(multi-start, tournament rounds on subsets of partitions, validation restarts,
+:func:`batch_passes`) a :class:`PassBudget` and :class:`Patience`.
 """
 
 from __future__ import annotations
@@ -96,101 +100,219 @@ def lm_programs(stats_type: type, batched: bool = False) -> LMPrograms:
     return LMPrograms(*[jit_small(f) for f in fns])
 
 
-class ProgressLine:
-    """One line per pass to the log; with ``show`` also a live line on stderr."""
+class Hook:
+    """What the LM loop calls after every pass (the start's included).
 
-    def __init__(self, show: bool, n_points: int):
-        self.show, self.n_points, self.t0 = show, n_points, time.perf_counter()
+    ``after_pass(state, head, seconds)`` sees the state on the device, its
+    :class:`Head` on the host and the pass's wall time; returning True stops the loop.
+    ``close(state)`` runs once at the end with the final (host) state.
+    """
 
-    def __call__(self, state, pass_seconds: float):
-        rate = self.n_points / pass_seconds if pass_seconds > 0 else float("inf")
-        msg = (f"pass {int(state.nfev):3d} | iter {int(state.nit):3d} | cost {float(state.cost):.6e} "
-               f"| step {float(state.last_step_norm):.3e} | {rate / 1e6:8.2f} Mpts/s")
-        log.info(msg)
-        if self.show:  # one live line on a terminal, a line per pass in a log file
-            sys.stderr.write(("\r" if sys.stderr.isatty() else "") + msg
-                             + ("" if sys.stderr.isatty() else "\n"))
-            sys.stderr.flush()
+    def after_pass(self, state, head: Head, seconds: float) -> bool:
+        return False
 
-    def close(self):
-        if self.show and sys.stderr.isatty():
-            sys.stderr.write("\n")
+    def close(self, state) -> None:
+        pass
 
 
-def iterate(evaluator, x0, opts, n_points: int, progress: bool = False,
-            ckpt=None) -> EngineOutput:
-    """Levenberg–Marquardt from ``x0``: one :func:`~nlsq_dask.solver.lm_step` per pass of
-    ``evaluator`` (the statistics at a trial point), until the state is done.
+def iterate(evaluator, start, opts, hooks=(), parts=None):
+    """The Levenberg–Marquardt loop of every tier: a pass of ``evaluator``, a step, until
+    every start is done or a hook stops it. Returns ``(state, passes)``, the state on
+    the host.
 
     Parameters
     ----------
     evaluator : Evaluator
-        The statistics at trial points; with ``ckpt`` also ``checkpointed`` and a
-        ``ledger`` (the dask :class:`~nlsq_dask.engines.dask_engine.PassRunner`).
-    x0, opts
-        Start and :class:`~nlsq_dask.solver.LMOptions`.
-    n_points : int
-        For the progress line's rate.
-    progress : bool
-        A line per pass on stderr (always logged).
-    ckpt : FitCheckpoint, optional
-        Store the state every ``checkpoint_frequency`` passes and resume a stored one.
+        The statistics at trial points.
+    start : array or LMState
+        ``x0`` of shape ``(p,)``, or ``(S, p)`` for ``S`` starts sharing every pass; or a
+        state to go on from (a resumed checkpoint), which costs no start pass.
+    opts : LMOptions
+    hooks : sequence of Hook
+        History, progress, checkpoint saves, patience, a pass budget.
+    parts : sequence of int, optional
+        Evaluate only these partitions (tournament rounds).
     """
     import jax
 
     from ..solver import LMState
 
-    lm = lm_programs(evaluator.problem.stats)
-    show = ProgressLine(progress, n_points)
-    computed = 0
+    resumed = isinstance(start, LMState)
+    lm = lm_programs(evaluator.problem.stats, np.ndim(start.x if resumed else start) == 2)
 
-    def run_pass(params, nfev):
-        nonlocal computed
-        if ckpt is None:
-            computed += evaluator.n_partitions
-            return evaluator(params)
-        stats, n = evaluator.checkpointed(params, ckpt.store, ckpt.pass_key(nfev, params))
-        computed += n
-        ckpt.save_summaries(evaluator.ledger)
+    def after(state, t0):
+        head = Head.of(state)
+        stops = [h.after_pass(state, head, time.perf_counter() - t0) for h in hooks]
+        return head, any(stops)
+
+    passes, stop = 0, False
+    if resumed:
+        state, head = start, Head.of(start)
+    else:
+        t0 = time.perf_counter()
+        state = lm.init(start, evaluator(start, parts), opts)
+        passes = 1
+        head, stop = after(state, t0)
+    while not stop and not np.all(head.done):
+        t0 = time.perf_counter()
+        state = lm.step(state, evaluator(state.x_trial, parts), opts)
+        passes += 1
+        head, stop = after(state, t0)
+    state = jax.device_get(state)
+    for h in hooks:
+        h.close(state)
+    return state, passes
+
+
+class ProgressLine(Hook):
+    """One line per pass to the log; with ``show`` also a live line on stderr."""
+
+    def __init__(self, show: bool, n_points: int):
+        self.show, self.n_points = show, n_points
+
+    def after_pass(self, state, head, seconds):
+        rate = self.n_points / seconds if seconds > 0 else float("inf")
+        msg = (f"pass {int(head.nfev):3d} | iter {int(head.nit):3d} | cost {float(head.cost):.6e} "
+               f"| step {float(head.last_step_norm):.3e} | {rate / 1e6:8.2f} Mpts/s")
+        log.info(msg)
+        if self.show:  # one live line on a terminal, a line per pass in a log file
+            sys.stderr.write(("\r" if sys.stderr.isatty() else "") + msg
+                             + ("" if sys.stderr.isatty() else "\n"))
+            sys.stderr.flush()
+        return False
+
+    def close(self, state):
+        if self.show and sys.stderr.isatty():
+            sys.stderr.write("\n")
+
+
+class History(Hook):
+    """The accepted iterates: iteration, cost, parameters, passes and time so far."""
+
+    def __init__(self, entries=None):
+        self.entries, self.t0 = list(entries or []), time.perf_counter()
+
+    def after_pass(self, state, head, seconds):
+        if not self.entries or (bool(head.accepted)
+                                and int(head.nit) > self.entries[-1]["iteration"]):
+            self.entries.append(dict(
+                iteration=int(head.nit), cost=float(head.cost),
+                params=np.asarray(state.x).tolist(), nfev=int(head.nfev),
+                step_norm=float(head.last_step_norm),
+                elapsed=time.perf_counter() - self.t0, elapsed_estimated=False))
+        return False
+
+
+class CheckpointSaves(Hook):
+    """The state and history stored every ``checkpoint_frequency`` passes (and the first
+    and last)."""
+
+    def __init__(self, ckpt, history: History, first_forced: bool):
+        self.ckpt, self.history, self.force = ckpt, history, first_forced
+
+    def after_pass(self, state, head, seconds):
+        import jax
+
+        self.ckpt.save(jax.device_get(state), self.history.entries,
+                       force=self.force or bool(head.done))
+        self.force = False
+        return False
+
+
+class CheckpointingEvaluator:
+    """A dask pass runner whose passes store each finished partition in the checkpoint
+    and reuse stored ones (:meth:`~nlsq_dask.engines.dask_engine.PassRunner.checkpointed`);
+    the data summaries are stored after each pass."""
+
+    def __init__(self, runner, ckpt, nfev: int):
+        self.runner, self.ckpt, self.nfev, self.computed = runner, ckpt, nfev, 0
+        self.problem, self.n_partitions = runner.problem, runner.n_partitions
+
+    def __call__(self, params, parts=None):
+        params = np.asarray(params)
+        stats, n = self.runner.checkpointed(params, self.ckpt.store,
+                                            self.ckpt.pass_key(self.nfev, params))
+        self.nfev += 1
+        self.computed += n
+        self.ckpt.save_summaries(self.runner.ledger)
         return stats
 
+
+class PassBudget(Hook):
+    """Stop after ``max_passes`` passes."""
+
+    def __init__(self, max_passes: int):
+        self.max_passes, self.passes = max_passes, 0
+
+    def after_pass(self, state, head, seconds):
+        self.passes += 1
+        return self.passes >= self.max_passes
+
+
+class Patience(Hook):
+    """Several starts: stop once the remaining starts have had ``patience`` times the
+    passes the first converged start needed and none of them is below the best converged
+    cost (an LM cost never rises, so such a start could still win)."""
+
+    def __init__(self, patience: float):
+        self.patience, self.passes = patience, 0
+
+    def after_pass(self, state, head, seconds):
+        import jax
+
+        self.passes += 1
+        done, cost = np.asarray(head.done), np.asarray(head.cost)
+        ok = done & (np.asarray(jax.device_get(state.status)) > 0)
+        if not ok.any():
+            return False
+        promising = np.any(~done & (cost < np.min(cost[ok])))
+        return self.passes >= self.patience * np.min(np.asarray(head.nfev)[ok]) + 2 \
+            and not promising
+
+
+def fit_start(evaluator, x0, opts, n_points: int, progress: bool = False,
+              ckpt=None) -> EngineOutput:
+    """One start of a fit, from ``x0`` to done: :func:`iterate` with a history, a progress
+    line (always logged; on stderr with ``progress``) and, with ``ckpt``, checkpoint
+    saves, checkpointed passes and the resume of a stored fit.
+
+    Parameters
+    ----------
+    evaluator : Evaluator
+        The statistics at trial points; with ``ckpt`` a dask
+        :class:`~nlsq_dask.engines.dask_engine.PassRunner`.
+    x0, opts
+        Start and :class:`~nlsq_dask.solver.LMOptions`.
+    n_points : int
+        For the progress line's rate.
+    ckpt : FitCheckpoint, optional
+        Store the state every ``checkpoint_frequency`` passes and resume a stored one.
+    """
+    from ..solver import LMState
+
     t0 = time.perf_counter()
+    start, history, resumed_at = x0, History(), None
     loaded = ckpt.load(LMState) if ckpt is not None else None
     if loaded is not None:
-        state, history = loaded
+        state, entries = loaded
         if bool(state.done) and int(state.nfev) < int(opts.max_nfev) and (
                 int(state.status) == 0 or _tighter(ckpt.tolerances, ckpt.stored_tolerances)):
             # stopped by an earlier pass budget, or converged by looser tolerances than
             # this run's: the next trial is already proposed, go on
             state = state._replace(done=np.bool_(False), status=np.int64(0))
-        resumed_at = int(state.nfev)
+        start, history, resumed_at = state, History(entries), int(state.nfev)
         log.info("resuming %s at pass %d", ckpt.path, resumed_at)
-    else:
-        tp = time.perf_counter()
-        state = lm.init(x0, run_pass(x0, 0), opts)
-        head = Head.of(state)
-        show(head, time.perf_counter() - tp)
-        history, resumed_at = [_entry(head, state.x, t0)], None
-        if ckpt is not None:
-            ckpt.save(jax.device_get(state), history, force=True)
-    head = Head.of(state)
-    while not bool(head.done):
-        tp = time.perf_counter()
-        stats = run_pass(state.x_trial, int(head.nfev))
-        state = lm.step(state, stats, opts)
-        head = Head.of(state)
-        show(head, time.perf_counter() - tp)
-        if bool(head.accepted) and int(head.nit) > history[-1]["iteration"]:
-            history.append(_entry(head, state.x, t0))
-        if ckpt is not None:
-            ckpt.save(jax.device_get(state), history, force=bool(head.done))
-    show.close()
-    state = jax.device_get(state)
+    hooks = [ProgressLine(progress, n_points), history]
+    if ckpt is not None:
+        evaluator = CheckpointingEvaluator(evaluator, ckpt, resumed_at or 0)
+        hooks.append(CheckpointSaves(ckpt, history, first_forced=loaded is None))
+    state, passes = iterate(evaluator, start, opts, hooks)
+    computed = evaluator.computed if ckpt is not None else passes * evaluator.n_partitions
     extras = {"n_partitions": evaluator.n_partitions, "partitions_computed": computed}
     if ckpt is not None:
         extras["checkpoint"] = {"path": ckpt.path, "resumed": resumed_at is not None,
                                 "resumed_at_pass": resumed_at}
-    return EngineOutput(state, history, time.perf_counter() - t0, extras)
+    return EngineOutput(state, history.entries, time.perf_counter() - t0, extras)
 
 
 def _tighter(new, old) -> bool:
@@ -198,38 +320,9 @@ def _tighter(new, old) -> bool:
     return old is not None and any(a < b for a, b in zip(new, old))
 
 
-def _entry(head: Head, x, t0: float) -> dict:
-    return dict(iteration=int(head.nit), cost=float(head.cost),
-                params=np.asarray(x).tolist(), nfev=int(head.nfev),
-                step_norm=float(head.last_step_norm),
-                elapsed=time.perf_counter() - t0, elapsed_estimated=False)
-
-
 def batch_passes(runner, x0s, opts, parts=None, max_passes=None, patience=None):
-    """Iterate all starts together, one shared read per pass: ``(state, passes)``.
-
-    With ``patience``, stop once the remaining starts have had ``patience`` times the
-    passes the first converged start needed and none of them is below the best
-    converged cost (an LM cost never rises, so such a start could still win).
-    """
-    import jax
-
-    lm = lm_programs(runner.problem.stats, batched=True)
-    state = jax.device_get(lm.init(np.asarray(x0s), runner(x0s, parts), opts))
-    passes = 1
-
-    def patience_over():
-        done, cost = np.asarray(state.done), np.asarray(state.cost)
-        ok = done & (np.asarray(state.status) > 0)
-        if patience is None or not ok.any():
-            return False
-        promising = np.any(~done & (cost < np.min(cost[ok])))
-        return passes >= patience * np.min(state.nfev[ok]) + 2 and not promising
-
-    while not np.all(state.done) and (max_passes is None or passes < max_passes) \
-            and not patience_over():
-        state = jax.device_get(lm.step(state, runner(state.x_trial, parts), opts))
-        passes += 1
-    return state, passes
-
-
+    """All starts ``x0s`` together, one shared read per pass: ``(state, passes)``, with
+    an optional pass budget and :class:`Patience`."""
+    hooks = ([PassBudget(max_passes)] if max_passes is not None else []) + (
+        [Patience(patience)] if patience is not None else [])
+    return iterate(runner, np.asarray(x0s), opts, hooks, parts)
