@@ -233,7 +233,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         out, report = run_starts(ctx, starts)
     else:
         out = run_single(ctx, p0)
-    result = build_result(out, names, selection, absolute_sigma, lb, ub)
+    result = build_result(out, names, selection, ctx.problem, absolute_sigma, lb, ub)
     if report is not None:
         result.extras["multistart"] = report
     if c.validation_passes > 0:
@@ -246,10 +246,9 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     return result
 
 
-def build_result(out, names, selection, absolute_sigma: bool, lb, ub) -> FitResult:
+def build_result(out, names, selection, problem, absolute_sigma: bool, lb, ub) -> FitResult:
     """Covariance and bookkeeping from an engine's final state."""
     from .solver import Status, covariance
-    from .solver.stats import stats_type
     from .solver.trust_region import active_constraints
 
     state = out.state
@@ -258,7 +257,7 @@ def build_result(out, names, selection, absolute_sigma: bool, lb, ub) -> FitResu
         raise ValueError(status.message)
     c = selection.config
     n_used = int(round(float(state.n)))
-    pcov = covariance(state.H, state.R11 if stats_type(c.reduction).square_root else None,
+    pcov = covariance(state.H, state.R11 if problem.stats.square_root else None,
                       n_points=n_used, cost=float(state.cost), absolute_sigma=absolute_sigma,
                       param_names=names)
     if status is Status.MAX_NFEV:

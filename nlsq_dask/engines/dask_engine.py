@@ -2,9 +2,9 @@
 
 A pass maps :func:`~nlsq_dask.engines.partitions.block_task` over the partitions
 and adds the results in a fixed tree of fan-in ``split_every``; the client reads
-the small result and takes one :func:`~nlsq_dask.solver.lm_step` — the same code
-and loop as the STANDARD tier (:mod:`~nlsq_dask.engines.iterate`). CHUNKED persists the inputs once
-(on the Client's workers, or in local memory) and reuses them every pass;
+the small result and takes one LM step — the same code and loop as the STANDARD tier
+(:mod:`~nlsq_dask.engines.iterate`). CHUNKED persists the inputs once (on the Client's
+workers, or in local memory) and reuses them every pass;
 STREAMING keeps the source lineage, so every pass re-reads the partitions (zarr)
 and memory stays O(partition).
 """

@@ -13,15 +13,16 @@ import jax
 jax.config.update("jax_enable_x64", True)
 
 from .covariance import covariance
-from .lm import STATUS_MESSAGES, LMOptions, Status, LMState, lm_init, lm_step, make_options
+from .lm import (STATUS_MESSAGES, LMOptions, LMState, Status, lm_consume, lm_propose,
+                 lm_propose_where, lm_start, make_options)
 from .losses import LOSSES, check_loss
 from .model import ModelSpec, infer_param_names
 from .stats import (REDUCTIONS, STATS_TYPES, SUMMARY_FIELDS, NormalStats, QRStats, block_stats,
                     block_summary, stats_type)
 
 __all__ = [
-    "covariance", "STATUS_MESSAGES", "Status", "LMOptions", "LMState", "lm_init",
-    "lm_step", "make_options", "LOSSES", "check_loss", "ModelSpec", "infer_param_names",
-    "REDUCTIONS", "SUMMARY_FIELDS", "NormalStats", "QRStats", "block_stats", "block_summary",
+    "covariance", "STATUS_MESSAGES", "Status", "LMOptions", "LMState", "lm_start",
+    "lm_consume", "lm_propose", "lm_propose_where", "make_options", "LOSSES", "check_loss",
+    "ModelSpec", "infer_param_names", "REDUCTIONS", "SUMMARY_FIELDS", "NormalStats", "QRStats", "block_stats", "block_summary",
     "STATS_TYPES", "stats_type",
 ]

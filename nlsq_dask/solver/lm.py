@@ -3,13 +3,12 @@
 The method is scipy's ``trf`` with the exact trust-region solver (Branch, Coleman
 & Li; Moré's LM parameter search) and MINPACK-style Jacobian scaling
 (``x_scale='jac'``), rewritten so that the data enter only through the statistics
-of a pass (:mod:`nlsq_dask.solver.stats`). One call of :func:`lm_step` consumes the
-statistics at the pending trial point: it accepts or rejects the point, updates the
-radius, tests termination and proposes the next trial. The statistics of an
+of a pass (:mod:`nlsq_dask.solver.stats`). One step consumes the statistics at the
+pending trial point (:func:`lm_consume`: it accepts or rejects the point, updates the
+radius and tests termination) and proposes the next trial (:func:`lm_propose`). The statistics of an
 accepted trial are already those of the new iterate, so every trial costs exactly
 one pass. Every tier runs it in the host loop of :mod:`nlsq_dask.engines.iterate`,
-compiled once per parameter count whatever the model (:func:`lm_consume` and
-:func:`lm_propose` are its two halves).
+compiled once per parameter count whatever the model.
 
 Where ``ftol``/``xtol`` would stop while the parameters still change in the digits the
 tolerances promise, a few Gauss–Newton polishing trials follow (:func:`settled`); on
@@ -194,11 +193,6 @@ def lm_propose_where(flag, state: LMState, opts: LMOptions,
     return _select_tree(flag, lm_propose(state, opts, stats_type), state)
 
 
-def lm_init(x0, stats, opts: LMOptions) -> LMState:
-    """State at the (strictly feasible) start ``x0`` with its first trial proposed."""
-    return lm_propose(lm_start(x0, stats, opts), opts, type(stats))
-
-
 # Polishing: after ftol/xtol end the trust-region loop, up to MAX_POLISH Gauss-Newton
 # steps are taken while the estimated distance to the optimum exceeds settle_tolerance
 # of a parameter's size; each is kept unless it raises the cost beyond rounding
@@ -261,19 +255,6 @@ def settled(step, x, xtol, rate=0.0) -> jnp.ndarray:
     return (distance <= settle_tolerance(xtol)) | ~jnp.all(jnp.isfinite(step))
 
 
-def lm_step(state: LMState, stats, opts: LMOptions) -> LMState:
-    """Consume the statistics at ``state.x_trial`` and propose the next trial
-    (:func:`lm_consume`, then :func:`lm_propose` where it says so).
-
-    When ``ftol``/``xtol`` end the trust-region iteration at a point that is not
-    :func:`settled`, the next trials are Gauss–Newton steps (polishing, at most
-    :data:`MAX_POLISH`, while they converge); the status is the one that ended the
-    iteration. A finished state (``done``) is returned unchanged.
-    """
-    new, propose = lm_consume(state, stats, opts)
-    return lm_propose_where(propose, new, opts, type(stats))
-
-
 def lm_consume(state: LMState, stats, opts: LMOptions):
     """Accept or reject the trial whose statistics are ``stats``, test termination, and
     set the next polishing trial: ``(state, propose)``, where ``propose`` says that the
@@ -281,8 +262,13 @@ def lm_consume(state: LMState, stats, opts: LMOptions):
     (a resumed fit given more passes or tighter tolerances goes on from it). A finished
     state is returned unchanged, with ``propose`` False.
 
-    The step is split in two so that the host loop compiles the large proposal once,
-    shared with :func:`lm_init`.
+    When ``ftol``/``xtol`` end the trust-region iteration at a point that is not
+    :func:`settled`, the next trials are Gauss–Newton steps (polishing, at most
+    :data:`MAX_POLISH`, while they converge); the status is the one that ended the
+    iteration.
+
+    A step is this, then :func:`lm_propose_where`: split in two so that the large
+    proposal is compiled once, shared with the start (:func:`lm_start`).
     """
     finite = _stats_finite(stats)
     actual = state.cost - stats.cost

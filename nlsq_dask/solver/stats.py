@@ -40,7 +40,6 @@ class NormalStats(NamedTuple):
     g: jnp.ndarray
     H: jnp.ndarray
 
-    name = "normal"
     #: whether :meth:`normal_form`'s ``R11`` is a square root of ``H`` (else zeros)
     square_root = False
 
@@ -89,7 +88,6 @@ class QRStats(NamedTuple):
     cost: jnp.ndarray
     R: jnp.ndarray
 
-    name = "qr"
     square_root = True
 
     @classmethod
@@ -130,10 +128,8 @@ STATS_TYPES = {"normal": NormalStats, "qr": QRStats}
 REDUCTIONS = tuple(STATS_TYPES)
 
 
-def stats_type(reduction) -> type:
-    """:class:`NormalStats` or :class:`QRStats` for a reduction name (or type)."""
-    if isinstance(reduction, type):
-        return reduction
+def stats_type(reduction: str) -> type:
+    """:class:`NormalStats` or :class:`QRStats` for a reduction name."""
     try:
         return STATS_TYPES[reduction]
     except KeyError:
