@@ -286,6 +286,12 @@ def test_gaussians_single_fails_robust_succeeds():
     assert ms["starts"][0]["cost"] > 5 * ref_cost
     assert r.cost == pytest.approx(ref_cost, rel=1e-6)
     assert _components_close(r.popt, ref, ([0, 1, 2], [3, 4, 5]), rtol=1e-4)
+    # the winner's own history: from its start to the optimum, the cost never rising
+    hist = r.history
+    np.testing.assert_array_equal(hist[0]["params"], ms["starts"][ms["winner"]]["initial"])
+    np.testing.assert_array_equal(hist[-1]["params"], r.popt)
+    assert hist[-1]["cost"] == r.cost and len(hist) == r.nit + 1
+    assert np.all(np.diff([h["cost"] for h in hist]) <= 0)
 
 
 @pytest.fixture(scope="module")

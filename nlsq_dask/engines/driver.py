@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..workflow import WorkflowTier
-from .in_memory import materialise, run_in_memory
+from .in_memory import InMemoryEvaluator, materialise, run_in_memory
 from .invariants import check_materialised
 from .outputs import EngineOutput
 
@@ -43,11 +43,17 @@ class FitContext:
                 check_materialised(*self._data, self.problem.n_params)
         return self._data
 
+    def evaluator(self) -> InMemoryEvaluator:
+        """The in-memory statistics of the whole data, on the device once per fit."""
+        if getattr(self, "_evaluator", None) is None:
+            self._evaluator = InMemoryEvaluator(self.problem, self.data(),
+                                                cov_factor=self.inputs.cov_factor)
+        return self._evaluator
+
     def run_in_memory(self, x0, data=None, opts=None) -> EngineOutput:
-        return run_in_memory(self.problem, x0=x0, data=self.data() if data is None else data,
-                             opts=self.opts if opts is None else opts,
-                             cov_factor=self.inputs.cov_factor if data is None else None,
-                             progress=self.progress)
+        """In memory from ``x0`` on the whole data, or on ``data`` (a subsample)."""
+        evaluator = self.evaluator() if data is None else InMemoryEvaluator(self.problem, data)
+        return run_in_memory(evaluator, x0, self.opts if opts is None else opts, self.progress)
 
     def runner(self):
         """The pass runner, built once per fit (CHUNKED persists its partitions here)."""

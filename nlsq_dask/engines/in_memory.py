@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .iterate import batch_passes, fit_start
+from .iterate import History, fit_start, iterate
 from .outputs import EngineOutput
 from .partitions import padded_length, stats_kernel
 
@@ -73,10 +73,15 @@ class InMemoryEvaluator:
                       np.asarray(cov_factor, np.float64))
             self._args = (*jax.device_put(arrays), np.float64(f_scale))
 
+        self._kernels = {}
+
     def kernel(self, batched: bool):
-        if self.tile is None:
-            return whitened_kernel(self.problem.key, batched)
-        return stats_kernel(self.problem.spec, self.problem, self.tile, batched, summary=False)
+        """The jitted kernel for one start or a batch of starts (looked up once)."""
+        if batched not in self._kernels:
+            self._kernels[batched] = (
+                whitened_kernel(self.problem.key, batched) if self.tile is None else
+                stats_kernel(self.problem.spec, self.problem, self.tile, batched, summary=False))
+        return self._kernels[batched]
 
     def __call__(self, params, parts=None):
         import jax.numpy as jnp
@@ -101,21 +106,20 @@ def whitened_kernel(key: tuple, batched: bool):
     return jax.jit(jax.vmap(stats, in_axes=(0, None, None, None, None)) if batched else stats)
 
 
-def run_in_memory(problem, *, x0, data, opts, cov_factor=None,
-                  progress: bool = False) -> EngineOutput:
-    """Fit materialised data ``(xs, y, w)`` (see :func:`materialise`) on one device.
+def run_in_memory(evaluator: InMemoryEvaluator, x0, opts, progress: bool = False) -> EngineOutput:
+    """Fit the data of ``evaluator`` from ``x0``.
 
     ``x0`` of shape ``(S, p)`` runs ``S`` starts together, one kernel call per pass
-    for all of them (:func:`~nlsq_dask.engines.iterate.batch_passes`); the state then
-    has a leading axis of starts and the history is empty. Non-finite points left in
-    the data (only possible for lazy inputs) are skipped by the kernel.
+    for all of them; the state then has a leading axis of starts and the history is a
+    list per start. Non-finite points left in the data (only possible for lazy inputs)
+    are skipped by the kernel.
     """
-    evaluator = InMemoryEvaluator(problem, data, cov_factor=cov_factor)
     x0 = np.asarray(x0, np.float64)
     if x0.ndim == 2:
         t0 = time.perf_counter()
-        state, _ = batch_passes(evaluator, x0, opts)
-        return EngineOutput(state, [], time.perf_counter() - t0)
+        history = History(n_starts=x0.shape[0])
+        state, _ = iterate(evaluator, x0, opts, [history])
+        return EngineOutput(state, history.entries, time.perf_counter() - t0)
     out = fit_start(evaluator, x0, opts, evaluator.n_points, progress)
     return EngineOutput(out.state, out.history, out.elapsed)
 

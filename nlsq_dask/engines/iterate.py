@@ -2,7 +2,8 @@
 
 An *evaluator* returns the statistics at a trial point (one kernel call on in-memory
 data, or a dask pass over the partitions), and the jitted
-:func:`~nlsq_dask.solver.lm_step` takes the step. The step does not depend on the
+LM step (:func:`~nlsq_dask.solver.lm_consume`, then
+:func:`~nlsq_dask.solver.lm_propose`) takes the step. The step does not depend on the
 model, so it is compiled once per parameter count and reduction and reused by every
 model (and, through the persistent compilation cache, by every process).
 
@@ -61,15 +62,17 @@ class LMPrograms(NamedTuple):
         return self.propose_where(np.ones(np.shape(state.done), bool), state, opts)
 
     def step(self, state, stats, opts):
-        """One :func:`~nlsq_dask.solver.lm_step` (dispatched; nothing waits for it)."""
+        """One step: consume the statistics, propose where due (dispatched; nothing waits
+        for it)."""
         state, propose = self.consume(state, stats, opts)
         return self.propose_where(propose, state, opts)
 
 
 class Head(NamedTuple):
-    """What the host loop reads of a state after each pass (one transfer)."""
+    """What the host loop and its hooks read of a state after each pass (one transfer)."""
 
     done: np.ndarray
+    status: np.ndarray
     accepted: np.ndarray
     nit: np.ndarray
     nfev: np.ndarray
@@ -187,18 +190,27 @@ class ProgressLine(Hook):
 
 
 class History(Hook):
-    """The accepted iterates: iteration, cost, parameters, passes and time so far."""
+    """The accepted iterates (iteration, cost, parameters, passes and time so far) of one
+    start, or, with ``n_starts``, of each start of a batch (``entries`` is then a list per
+    start)."""
 
-    def __init__(self, entries=None):
-        self.entries, self.t0 = list(entries or []), time.perf_counter()
+    def __init__(self, entries=None, n_starts=None):
+        self.t0 = time.perf_counter()
+        self.entries = list(entries or []) if n_starts is None else [[] for _ in range(n_starts)]
+        self.batched = n_starts is not None
 
     def after_pass(self, state, head, seconds):
-        if not self.entries or (bool(head.accepted)
-                                and int(head.nit) > self.entries[-1]["iteration"]):
-            self.entries.append(dict(
-                iteration=int(head.nit), cost=float(head.cost),
-                params=np.asarray(state.x).tolist(), nfev=int(head.nfev),
-                step_norm=float(head.last_step_norm),
+        starts = [(self.entries, head)] if not self.batched else [
+            (e, Head(*[a[i] for a in head])) for i, e in enumerate(self.entries)]
+        x = None
+        for i, (entries, h) in enumerate(starts):
+            if entries and not (bool(h.accepted) and int(h.nit) > entries[-1]["iteration"]):
+                continue
+            x = np.asarray(state.x) if x is None else x     # one transfer, and only if needed
+            entries.append(dict(
+                iteration=int(h.nit), cost=float(h.cost),
+                params=(x[i] if self.batched else x).tolist(), nfev=int(h.nfev),
+                step_norm=float(h.last_step_norm),
                 elapsed=time.perf_counter() - self.t0, elapsed_estimated=False))
         return False
 
@@ -258,11 +270,9 @@ class Patience(Hook):
         self.patience, self.passes = patience, 0
 
     def after_pass(self, state, head, seconds):
-        import jax
-
         self.passes += 1
         done, cost = np.asarray(head.done), np.asarray(head.cost)
-        ok = done & (np.asarray(jax.device_get(state.status)) > 0)
+        ok = done & (np.asarray(head.status) > 0)
         if not ok.any():
             return False
         promising = np.any(~done & (cost < np.min(cost[ok])))

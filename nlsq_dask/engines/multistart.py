@@ -93,7 +93,7 @@ def _starts_in_memory(ctx: FitContext, starts):
     if n <= 2 * n_screen or ctx.inputs.cov_factor is not None:  # correlated points: all of them
         batch = ctx.run_in_memory(starts)
         best = _best(batch.state)
-        out = EngineOutput(_pick(batch.state, best), [], batch.elapsed)
+        out = EngineOutput(_pick(batch.state, best), batch.history[best], batch.elapsed)
         return out, dict(method="vmapped", starts=_start_records(starts, batch.state), winner=best,
                          data_passes=float(np.max(batch.state.nfev)))
     idx = np.linspace(0, n - 1, n_screen).round().astype(int)
