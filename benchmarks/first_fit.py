@@ -82,28 +82,25 @@ def main(argv=None):
     def best(name, code, env_for):
         times[name] = min(run(code, env_for(i)) for i in range(args.repeats))
 
+    def cold_and_warm(label, code, cache_variable):
+        """A new cache directory each repeat, then one filled by a first run."""
+        with tempfile.TemporaryDirectory() as tmp:
+            best(f"{label}, cold cache", code,
+                 lambda i: {**base, cache_variable: os.path.join(tmp, f"cold{i}")})
+            warm = {**base, cache_variable: os.path.join(tmp, "warm")}
+            run(code, warm)
+            best(f"{label}, warm cache", code, lambda i: warm)
+
     best("scipy curve_fit", data + FIT["scipy"], lambda i: base)
-    with tempfile.TemporaryDirectory() as tmp:
-        best("nlsq_dask, cold cache", data + FIT["nlsq_dask"],
-             lambda i: {**base, "NLSQ_COMPILATION_CACHE": os.path.join(tmp, f"cold{i}")})
-        warm = os.path.join(tmp, "warm")
-        run(data + FIT["nlsq_dask"], {**base, "NLSQ_COMPILATION_CACHE": warm})
-        best("nlsq_dask, warm cache", data + FIT["nlsq_dask"],
-             lambda i: {**base, "NLSQ_COMPILATION_CACHE": warm})
+    cold_and_warm("nlsq_dask", data + FIT["nlsq_dask"], "NLSQ_COMPILATION_CACHE")
     best("nlsq_dask, no cache", data + FIT["nlsq_dask"],
          lambda i: {**base, "NLSQ_COMPILATION_CACHE": "0"})
     try:
         import nlsq  # noqa: F401
     except ImportError:
         pass
-    else:  # NLSQ has a persistent compilation cache of its own (NLSQ_JAX_CACHE_DIR)
-        with tempfile.TemporaryDirectory() as tmp:
-            best("NLSQ curve_fit, cold cache", data + FIT["nlsq"],
-                 lambda i: {**base, "NLSQ_JAX_CACHE_DIR": os.path.join(tmp, f"cold{i}")})
-            warm = os.path.join(tmp, "warm")
-            run(data + FIT["nlsq"], {**base, "NLSQ_JAX_CACHE_DIR": warm})
-            best("NLSQ curve_fit, warm cache", data + FIT["nlsq"],
-                 lambda i: {**base, "NLSQ_JAX_CACHE_DIR": warm})
+    else:  # NLSQ has a persistent compilation cache of its own
+        cold_and_warm("NLSQ curve_fit", data + FIT["nlsq"], "NLSQ_JAX_CACHE_DIR")
     out = subprocess.run([sys.executable, "-c", REDEFINED.format(n=args.points)], check=True,
                          env={**base, "NLSQ_COMPILATION_CACHE": "0"}, capture_output=True,
                          text=True).stdout.split("\n")
