@@ -241,6 +241,8 @@ class CheckpointingEvaluator:
         self.problem, self.n_partitions = runner.problem, runner.n_partitions
 
     def __call__(self, params, parts=None):
+        if parts is not None:     # a subset pass has no place in a fit's stored passes
+            raise ValueError("checkpointed passes read every partition; parts must be None")
         params = np.asarray(params)
         stats, n = self.runner.checkpointed(params, self.ckpt.store,
                                             self.ckpt.pass_key(self.nfev, params))
