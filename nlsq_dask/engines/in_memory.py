@@ -96,6 +96,7 @@ def whitened_kernel(key: tuple, batched: bool):
     a problem's :attr:`~nlsq_dask.solver.problem.Problem.key`."""
     import jax
 
+    from ..solver.compile_options import jit_kernel
     from ..solver.stats import whitened_stats
 
     spec, loss, stats_type = key
@@ -103,7 +104,7 @@ def whitened_kernel(key: tuple, batched: bool):
     def stats(params, xs, y, L, f_scale):
         return whitened_stats(spec, loss, stats_type, L, params, xs, y, f_scale)
 
-    return jax.jit(jax.vmap(stats, in_axes=(0, None, None, None, None)) if batched else stats)
+    return jit_kernel(jax.vmap(stats, in_axes=(0, None, None, None, None)) if batched else stats)
 
 
 def run_in_memory(evaluator: InMemoryEvaluator, x0, opts, progress: bool = False) -> EngineOutput:

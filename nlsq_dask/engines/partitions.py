@@ -103,6 +103,7 @@ def stats_kernel(key, problem, tile: int, batched: bool = False, summary: bool =
 
         from ..solver import block_stats, block_summary
         from ..solver.compile_cache import enable_from_environment
+        from ..solver.compile_options import jit_kernel
 
         enable_from_environment()      # a worker process: before its first compile
 
@@ -117,7 +118,7 @@ def stats_kernel(key, problem, tile: int, batched: bool = False, summary: bool =
                     out = stats(params, xs, y, w, n_valid, f_scale)
                     return (out, block_summary(xs, y, w, n_valid)) if summary else out
 
-                fn = jax.jit(fn)
+                fn = jit_kernel(fn)
                 _KERNELS[key] = fn
     return fn
 
