@@ -7,6 +7,7 @@ The engines (and with them JAX and dask) are imported inside :func:`fit`, so tha
 from __future__ import annotations
 
 import sys
+import time
 import warnings
 
 import numpy as np
@@ -169,6 +170,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     from .solver.problem import Problem
     from .solver.samplers import draw_starts
 
+    started = time.perf_counter()
     if not callable(model):
         raise TypeError(f"model must be callable as model(x, *params); got {type(model).__name__}")
     absolute_sigma = check_flag(absolute_sigma, "absolute_sigma")
@@ -239,6 +241,8 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     if c.validation_passes > 0:
         result.extras["validation"] = run_validation(ctx, result.popt, result.perr,
                                                      c.validation_passes)
+    result.p0 = p0
+    result.elapsed = time.perf_counter() - started
     # For result.plot(): references to the caller's model and (lazy) data, not copies;
     # result.fun / .jac are computed from them when asked.
     result._model, result._x, result._y = model, x, y

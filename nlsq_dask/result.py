@@ -18,7 +18,8 @@ class FitResult:
     ``curve_fit``'s tuple. ``nfev`` counts data passes (each trial point costs one pass
     that yields cost, gradient and ``JᵀJ``); ``nit`` counts accepted iterations.
     ``chi2`` is ``Σ ρ(r²)`` of the σ-weighted residuals (the ordinary χ² for
-    ``loss='linear'``).
+    ``loss='linear'``). ``elapsed`` is the wall time of the whole ``fit()`` call, in
+    seconds (compiling, every start and validation included).
 
     It also answers ``scipy.optimize.least_squares``' result fields at the solution:
     ``x``, ``cost``, ``fun``, ``jac``, ``grad``, ``optimality``, ``active_mask``,
@@ -48,6 +49,9 @@ class FitResult:
     optimality: float = float("nan")
     #: per parameter: -1 at its lower bound, 1 at its upper bound, 0 free (as scipy)
     active_mask: np.ndarray | None = None
+    #: the start of the fit (``p0``, or scipy's default, moved strictly inside the bounds);
+    #: of a multi-start fit, the ``p0`` the starts were drawn around
+    p0: np.ndarray | None = None
 
     def __getstate__(self):
         # the references kept for plot() and fun/jac are the caller's data: never pickle them
