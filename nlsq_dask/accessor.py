@@ -29,6 +29,7 @@ import numpy as np
 import xarray as xr
 
 from .arguments import check_flag
+from .parameters import FixedParameters, check_names
 from .errors import InsufficientDataError
 from .api import ENGINE_OPTIONS, fit as _fit
 
@@ -70,6 +71,27 @@ def _initial_guess(params, func, p0, bounds):
     return guess, limits
 
 
+def _by_name(value, label: str, names) -> dict:
+    """``p0``/``bounds`` as curvefit's dict; a sequence ``p0`` is taken in the order of
+    the parameters (``names``: param_names, or the model to read them from)."""
+    from collections.abc import Mapping
+
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    if label == "p0" and not isinstance(value, (str, xr.DataArray)) and np.ndim(value) == 1:
+        from .solver import infer_param_names
+
+        params = (infer_param_names(names, None, len(value)) if callable(names)
+                  else infer_param_names(None, names, len(value)))
+        return dict(zip(params, value))
+    hint = ("{name: value}, or one value per parameter in order" if label == "p0"
+            else "{name: (lower, upper)}")
+    raise TypeError(f"{label} must be a dict {hint} (as xarray's curvefit takes it); got "
+                    f"{type(value).__name__}")
+
+
 def _check_param_dims(p0, bounds, kept):
     for name, value in p0.items():
         if isinstance(value, xr.DataArray) and set(value.dims) - set(kept):
@@ -87,10 +109,7 @@ def _check_param_dims(p0, bounds, kept):
 def _check_param_names(params, p0, bounds) -> None:
     """Every name in ``p0`` and ``bounds`` is a parameter; scalar bounds are ordered."""
     for label, given in (("p0", p0), ("bounds", bounds)):
-        unknown = [k for k in given if k not in params]
-        if unknown:
-            raise ValueError(f"{label} names {unknown}, which are not parameters of the model; "
-                             f"its parameters are {params}")
+        check_names(given, params, label)
     for name, pair in bounds.items():
         try:
             lb, ub = pair
@@ -154,7 +173,7 @@ def curvefit(obj, coords, func, reduce_dims=None, skipna=True, p0=None, bounds=N
     """The function behind ``obj.nlsq.fit`` (see :meth:`NLSQDatasetAccessor.fit`)."""
     from .solver import infer_param_names
 
-    p0, bounds = dict(p0 or {}), dict(bounds or {})
+    p0, bounds = _by_name(p0, "p0", param_names or func), _by_name(bounds, "bounds", None)
     if errors not in ("raise", "ignore"):
         raise ValueError('errors must be either "raise" or "ignore"')
     opts = _options(kwargs, fit_options)
@@ -182,6 +201,9 @@ def curvefit(obj, coords, func, reduce_dims=None, skipna=True, p0=None, bounds=N
     params = list(infer_param_names(func, param_names))
     _check_param_names(params, p0, bounds)
     guess, limits = _initial_guess(params, func, p0, bounds)
+    held = _held(opts.pop("fixed", None), params, guess, limits)
+    func, params, guess, limits = (held.model(func), list(held.free_names), held.free(guess),
+                                   held.free(limits))
     variables = _variables_to_fit(ds, reduce_)
     _check_model(func, params, guess, len(coords_),
                  int(np.prod([ds.sizes[d] for d in reduce_])))
@@ -198,8 +220,36 @@ def curvefit(obj, coords, func, reduce_dims=None, skipna=True, p0=None, bounds=N
         for key, var in out.items():
             result[f"{prefix}curvefit_{key}"] = var
     result = result.assign_coords(param=params, cov_i=params, cov_j=params)
+    if held:
+        result = _with_fixed(result, held)
     result.attrs = obj.attrs.copy()
     return result
+
+
+def _held(fixed, params, guess, limits) -> FixedParameters:
+    """``fixed`` of the accessor: scalar values only (one value for every pixel)."""
+    held = FixedParameters.build(fixed, tuple(params), {
+        k: v for k, v in guess.items() if not isinstance(v, xr.DataArray)})
+    for name, value in held.values.items():
+        lb, ub = limits[name]
+        if isinstance(lb, xr.DataArray) or isinstance(ub, xr.DataArray):
+            raise ValueError(f"fixed[{name!r}]: its bounds are per pixel; give it scalar bounds "
+                             "or none")
+    held.check_bounds([limits[n][0] for n in params], [limits[n][1] for n in params])
+    return held
+
+
+def _with_fixed(result: xr.Dataset, held: FixedParameters) -> xr.Dataset:
+    """Outputs over the free parameters expanded to every parameter: the fixed ones take
+    their value in the coefficients and 0 in the covariance (lazily for dask outputs)."""
+    names = list(held.names)
+    value = xr.DataArray([held.values.get(n, np.nan) for n in names], dims="param",
+                         coords={"param": names})
+    out = result.reindex(param=names, cov_i=names, cov_j=names, fill_value=0.0)
+    for key, var in out.data_vars.items():
+        if "param" in var.dims:
+            out[key] = var.where(value.isnull(), value).transpose(*var.dims)
+    return out
 
 
 # ----------------------------------------------------------------------------- global
@@ -384,14 +434,18 @@ class _NLSQAccessor:
         coords, reduce_dims, skipna, p0, bounds, param_names, errors, kwargs
             As :meth:`xarray.Dataset.curvefit`. ``kwargs`` accepts the curve_fit
             keywords ``absolute_sigma``, ``ftol``, ``xtol``, ``gtol``, ``maxfev``/``max_nfev``,
-            ``loss`` and ``f_scale``.
+            ``loss`` and ``f_scale``. ``p0`` may also be a sequence, one value per
+            parameter in order.
         func : callable
             ``func(x, *params)`` written with ``jax.numpy`` and pointwise in ``x``; with
             several coordinates ``x`` is a ``(k, N)`` array, as in curvefit.
         **fit_options
             Passed to :func:`nlsq_dask.fit` (``preset``, ``config``, ``tier``, ``loss``,
             ``client``, ...). Per-pixel fits use the tolerances, ``max_nfev``, loss and
-            ``absolute_sigma``; tiers and multi-start apply to global fits.
+            ``absolute_sigma``; tiers and multi-start apply to global fits. ``fixed``
+            (``{name: value}`` or names whose scalar ``p0`` value is kept) holds
+            parameters fixed on either kind: their coefficient is that value and their
+            covariance rows and columns are 0.
 
         Returns
         -------

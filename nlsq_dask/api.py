@@ -9,13 +9,15 @@ from __future__ import annotations
 import sys
 import time
 import warnings
+from collections.abc import Mapping
 
 import numpy as np
 
 from .arguments import (check_finite_flag, check_flag, check_jac, check_method, check_tolerances,
-                        check_tr_solver, merge_maxfev, prepare_bounds, prepare_p0,
-                        prepare_x_scale)
+                        check_tr_solver, default_p0, merge_maxfev, prepare_bounds,
+                        prepare_p0, prepare_x_scale)
 from .errors import FitWarning
+from .parameters import FixedParameters, named_bounds, named_p0
 from .result import FitResult
 from .workflow import (DatasetProfile, ResourceSnapshot, WorkflowSelector, WorkflowTier,
                        resolve_config)
@@ -52,7 +54,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         param_names=None, ftol=None, xtol=None, gtol=None, max_nfev=None, maxfev=None,
         method=None, jac=None, check_finite=None, tr_solver=None, x_scale="jac",
         reduction=None, nan_policy="raise", missing_chunks="raise", client=None, chunk_size=None,
-        memory_limit_gb=None, split_every=None, progress=False, yaml_path=None,
+        memory_limit_gb=None, split_every=None, progress=False, yaml_path=None, fixed=None,
         **engine_options) -> FitResult:
     """Fit ``model(x, *params)`` to ``y`` by nonlinear least squares.
 
@@ -70,9 +72,10 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         the model receives ``x`` in the shape given.
     y : 1-D array-like or scalar
         Observations (numpy, dask or xarray); a scalar is the same at every point.
-    p0 : array-like, optional
+    p0 : array-like or dict, optional
         Initial parameters (default: scipy's: ones, or inside finite bounds the middle,
-        ``lb + 1`` or ``ub - 1``).
+        ``lb + 1`` or ``ub - 1``); a dict ``{name: value}`` gives them by name, with the
+        default for those it leaves out.
     sigma : scalar, 1-D or 2-D array-like, optional
         Standard deviations of ``y`` (residuals are ``(model - y) / sigma``), or, 2-D,
         the covariance matrix of ``y`` as in ``curve_fit``: residuals are whitened by its
@@ -80,8 +83,9 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         diagonal one is the same as its standard deviations, on every tier).
     absolute_sigma : bool
         As in ``curve_fit``: if False, ``pcov`` is scaled by the reduced χ².
-    bounds : 2-tuple of array-like, or scipy.optimize.Bounds
-        Lower and upper bounds on the parameters.
+    bounds : 2-tuple of array-like, scipy.optimize.Bounds, or dict
+        Lower and upper bounds on the parameters; a dict ``{name: (lower, upper)}`` gives
+        them by name (xarray's ``curvefit`` form), unbounded for those it leaves out.
     loss, f_scale : str or callable, float, optional
         Robust loss (``linear``, ``soft_l1``, ``huber``, ``cauchy``, ``arctan``, or a
         callable ``rho(z) -> (3, N)`` written with ``jax.numpy`` as
@@ -135,6 +139,12 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         Show a progress line per pass (dask tiers).
     yaml_path : path, optional
         ``nlsq.yaml`` to read (default ``./nlsq.yaml`` when present).
+    fixed : dict or list of str, optional
+        Parameters held fixed: ``{name: value}``, or names whose values ``p0`` gives. They
+        leave the solve (the model is called with their values); in the result their
+        ``popt`` is that value and their rows and columns of ``pcov`` (and their ``grad``
+        and ``active_mask`` entries) are 0, and ``dof`` counts the free parameters only.
+        ``jac``, ``fun``'s Jacobian and ``history`` stay those of the free parameters.
     **engine_options
         Checkpoint options for the dask tiers (``checkpoint_dir``,
         ``enable_checkpoints``, ``resume``, ``checkpoint_fresh``, ``checkpoint_name``).
@@ -164,7 +174,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     from .engines.invariants import require_points
     from .engines.sources import guard_inputs
     from .residuals import ResidualView
-    from .solver import ModelSpec, check_loss, infer_param_names, make_options
+    from .solver import ModelSpec, check_loss, make_options
     from .solver.compile_cache import enable_compilation_cache
     from .solver.pointwise import check_model
     from .solver.problem import Problem
@@ -177,17 +187,23 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     inputs = prepare_inputs(x, y, sigma, check_finite_flag(check_finite, nan_policy),
                             require_finite=check_finite is True)
     inputs = guard_inputs(inputs, missing_chunks)
-    n_p0 = None if p0 is None else int(np.size(p0))
-    names = infer_param_names(model, param_names, n_p0)
+    all_names = model_parameter_names(model, param_names, p0)
+    lb, ub = prepare_bounds(named_bounds(bounds, all_names), len(all_names))
+    held = FixedParameters.build(fixed, all_names, p0)
+    held.check_bounds(lb, ub)
+    start = named_p0(p0, all_names, default_p0(lb, ub))
+    if held:
+        start = held.expand(held.free(default_p0(lb, ub) if start is None else start))
+    names, model_all, model = all_names, model, held.model(model)
     if not inputs.lazy:  # lazy data are counted in their first pass
-        require_points(inputs.n_points, len(names))
-    lb, ub = prepare_bounds(bounds, len(names))
+        require_points(inputs.n_points, len(held.free_names))
     method = check_method(method, lb, ub)
-    jac = check_jac(jac)
+    jac = held.jacobian(check_jac(jac))
     check_tr_solver(tr_solver)
     max_nfev = merge_maxfev(max_nfev, maxfev)
     loss = check_loss(loss) if callable(loss) else loss      # names: checked by the config
-    p0 = prepare_p0(p0, names, lb, ub)
+    p0_all = prepare_p0(start, names, lb, ub)
+    names, p0, lb, ub = held.free_names, held.free(p0_all), held.free(lb), held.free(ub)
 
     overrides = dict(goal=goal, tier=tier, loss=loss, f_scale=f_scale, ftol=ftol, xtol=xtol,
                      gtol=gtol, max_nfev=max_nfev, reduction=reduction, chunk_size=chunk_size,
@@ -223,7 +239,8 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
 
     spec = ModelSpec(model, names, inputs.x_form, inputs.n_inputs, x_lead=inputs.x_lead, jac=jac)
     check_model(spec, p0, inputs.n_points)
-    x_scale = prepare_x_scale(x_scale, len(names))
+    x_scale = prepare_x_scale(x_scale, len(all_names))
+    x_scale = None if x_scale is None else held.free(x_scale)
     n_max = int(c.max_nfev) if c.max_nfev is not None else DEFAULT_NFEV_PER_PARAM * len(names)
     opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max, x_scale)
     ctx = FitContext(Problem.from_config(spec, c), inputs, selection, opts, lb, ub, n_max,
@@ -241,12 +258,39 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     if c.validation_passes > 0:
         result.extras["validation"] = run_validation(ctx, result.popt, result.perr,
                                                      c.validation_passes)
-    result.p0 = p0
+    residuals = ResidualView(ctx.problem, inputs, result.popt)
+    if held:
+        result = with_fixed(result, held, lb, ub)
+    result.p0 = p0_all
     result.elapsed = time.perf_counter() - started
     # For result.plot(): references to the caller's model and (lazy) data, not copies;
     # result.fun / .jac are computed from them when asked.
-    result._model, result._x, result._y = model, x, y
-    result._residuals = ResidualView(ctx.problem, inputs, result.popt)
+    result._model, result._x, result._y = model_all, x, y
+    result._residuals = residuals
+    return result
+
+
+def model_parameter_names(model, param_names, p0) -> tuple[str, ...]:
+    """The model's parameter names: ``param_names``, else its signature, else (a model
+    taking ``*params``) the keys of a dict ``p0`` or ``p0, p1, ...``."""
+    from .solver import infer_param_names
+
+    if isinstance(p0, Mapping):
+        try:
+            return infer_param_names(model, param_names, None)
+        except TypeError:                      # *params: the dict names them
+            return tuple(str(k) for k in p0)
+    return infer_param_names(model, param_names, None if p0 is None else int(np.size(p0)))
+
+
+def with_fixed(result: FitResult, held: FixedParameters, lb, ub) -> FitResult:
+    """A result over the free parameters expanded to every parameter (see ``fixed``)."""
+    result.popt = held.expand(result.popt)
+    result.pcov = held.expand_matrix(result.pcov)
+    result.param_names = held.names
+    result.grad = held.expand(result.grad, fill=0.0)
+    result.active_mask = held.expand(result.active_mask, fill=0).astype(int)
+    result.fixed = dict(held.values)
     return result
 
 

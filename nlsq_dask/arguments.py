@@ -40,7 +40,8 @@ def prepare_bounds(bounds, n: int) -> tuple[np.ndarray, np.ndarray]:
     if np.any(lb >= ub):
         i = int(np.argmax(lb >= ub))
         raise ValueError(f"each lower bound must be strictly less than its upper bound; "
-                         f"parameter {i} has lb={lb[i]} >= ub={ub[i]}")
+                         f"parameter {i} has lb={lb[i]} >= ub={ub[i]} (to hold a parameter "
+                         "at a value, pass fixed={name: value})")
     return lb, ub
 
 
