@@ -9,7 +9,8 @@ data nothing is computed before the plot is asked for).
 * :func:`plot_fit` — what :meth:`nlsq_dask.FitResult.plot` draws: three panels
   (data and model, residuals, cost per accepted iteration);
 * :func:`plot_map` — a map of one fitted parameter (or its standard error, the
-  cost or the status) over the kept dimensions of an ``ds.nlsq.fit`` result.
+  cost or the status, drawn as categories) over the kept dimensions of an
+  ``ds.nlsq.fit`` result.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ def _bin(xs, y, max_points: int):
     """Means of x and y in ``max_points`` equal-width bins of x[0] (two dask passes at most).
 
     The bin edges need the range of x (one pass for lazy data); the sums per bin are
-    histograms weighted by x and y (a second pass).
+    histograms weighted by x, y and y² (a second pass). Returns ``([x means], y means,
+    counts, standard errors of the y means)`` of the bins that hold points.
     """
     x0 = xs[0]
     lo, hi = (float(v) for v in _compute(_nanmin(x0), _nanmax(x0)))
@@ -73,16 +75,20 @@ def _bin(xs, y, max_points: int):
         x0d, yd = da.where(ok, x0d, np.nan), da.where(ok, yd, 0.0)
         parts = [da.histogram(x0d, bins=edges)[0],
                  da.histogram(x0d, bins=edges, weights=da.where(ok, x0d, 0.0))[0],
-                 da.histogram(x0d, bins=edges, weights=yd)[0]]
-        count, sx, sy = _compute(*parts)
+                 da.histogram(x0d, bins=edges, weights=yd)[0],
+                 da.histogram(x0d, bins=edges, weights=yd * yd)[0]]
+        count, sx, sy, syy = _compute(*parts)
     else:
         x0n, yn = np.asarray(x0, float), np.asarray(y, float)
         ok = np.isfinite(x0n) & np.isfinite(yn)
-        count = np.histogram(x0n[ok], bins=edges)[0]
-        sx = np.histogram(x0n[ok], bins=edges, weights=x0n[ok])[0]
-        sy = np.histogram(x0n[ok], bins=edges, weights=yn[ok])[0]
+        x0n, yn = x0n[ok], yn[ok]
+        count, sx, sy, syy = (np.histogram(x0n, bins=edges, weights=w)[0]
+                              for w in (None, x0n, yn, yn * yn))
     keep = count > 0
-    return [sx[keep] / count[keep]], sy[keep] / count[keep], count[keep]
+    n, mean = count[keep], sy[keep] / count[keep]
+    # the spread within a bin, as its mean's standard error (0 for a bin of one point)
+    var = np.maximum(syy[keep] - n * mean**2, 0.0) / np.maximum(n - 1, 1)
+    return [sx[keep] / n], mean, n, np.sqrt(var / n)
 
 
 def _nanmin(a):
@@ -134,16 +140,21 @@ def plot_fit(result, x=None, y=None, *, model=None, ax=None, max_points: int = 5
         several inputs are subsampled). Dask data are reduced by dask and only the
         reduced points computed.
     how : {'subsample', 'bin'}
-        How large data are reduced.
+        How large data are reduced. Bin means are drawn above the model, and the
+        residual panel shows each with its standard error (the spread of y in the bin
+        over the square root of its count).
     title : str, optional
-        Figure title (default: the tier, points and parameters).
+        Figure title (default: the tier, the points and each parameter as
+        ``value ± standard error``, the error to 2 significant digits).
 
     Returns
     -------
     matplotlib.figure.Figure
         With three axes: data and model, residuals (data − model), cost per accepted
-        iteration (log scale when positive). With several inputs (``k > 1``) the first
-        panel shows the data against the model's prediction instead of a curve.
+        iteration with its final level dashed (log scale when it falls by a factor 3
+        or more; the limits are labelled ticks around every point). With several
+        inputs (``k > 1``) the first panel shows the data against the model's
+        prediction instead of a curve.
     """
     plt = _pyplot()
     if how not in HOW:
@@ -158,10 +169,11 @@ def plot_fit(result, x=None, y=None, *, model=None, ax=None, max_points: int = 5
     inputs = prepare_inputs(x, y, None, nan_policy="omit")
     n = inputs.n_points
     xs, yv = list(inputs.xs), inputs.y
-    label = "data"
+    label, sem = "data", None
     if n > max_points and how == "bin" and inputs.n_inputs == 1:
-        xs, yv, counts = _bin(xs, yv, int(max_points))
-        label = f"data, mean of {len(yv):,} bins (~{int(np.median(counts)):,} points each)"
+        xs, yv, counts, sem = _bin(xs, yv, int(max_points))
+        label = (f"mean of y in each of {len(yv):,} bins of x "
+                 f"(~{int(np.median(counts)):,} points each)")
     elif n > max_points:
         xs, yv, step = _subsample(xs, yv, int(max_points))
         label = f"data, every {step:,}th of {n:,} points"
@@ -172,6 +184,7 @@ def plot_fit(result, x=None, y=None, *, model=None, ax=None, max_points: int = 5
     order = np.argsort(xs[0], kind="stable")
     xs_sorted = [np.asarray(xi, float)[order] for xi in xs]
     y_sorted = np.asarray(yv, float)[order]
+    sem = None if sem is None else sem[order]
     fitted = np.asarray(spec.evaluate(tuple(xs_sorted), popt))
     resid = y_sorted - fitted
 
@@ -185,48 +198,155 @@ def plot_fit(result, x=None, y=None, *, model=None, ax=None, max_points: int = 5
         fig = axes[0].figure
     a_data, a_res, a_cost = axes
     small = len(y_sorted) <= 200
-    style = dict(marker="o", ls="none", ms=3 if small else 1.5, alpha=0.8 if small else 0.4,
-                 color="0.35", rasterized=not small)
+    if sem is not None:
+        # bin means: drawn above the model (which is wide and translucent beneath them)
+        style = dict(marker="o", ls="none", ms=2.5, mew=0, color="black", zorder=3)
+        fit_style = dict(color="C3", lw=4, alpha=0.5, zorder=2)
+    else:
+        style = dict(marker="o", ls="none", ms=3 if small else 1.5,
+                     alpha=0.8 if small else 0.4, color="0.35", rasterized=not small)
+        fit_style = dict(color="C3", lw=2)
     xlabel = "x" if inputs.n_inputs == 1 else "x[0]"
     if inputs.n_inputs == 1:
         a_data.plot(xs_sorted[0], y_sorted, label=label, **style)
-        a_data.plot(xs_sorted[0], fitted, color="C3", lw=2, label="fit")
+        a_data.plot(xs_sorted[0], fitted, label="fit", **fit_style)
         a_data.set_xlabel(xlabel)
         a_data.set_ylabel("y")
     else:
         a_data.plot(fitted, y_sorted, label=label, **style)
         lim = [float(np.nanmin(fitted)), float(np.nanmax(fitted))]
-        a_data.plot(lim, lim, color="C3", lw=2, label="y = model")
+        a_data.plot(lim, lim, label="y = model", **fit_style)
         a_data.set_xlabel("model")
         a_data.set_ylabel("y")
     a_data.legend(loc="best", fontsize="small")
-    a_res.plot(xs_sorted[0], resid, **style)
-    a_res.axhline(0.0, color="C3", lw=1)
+    if sem is not None:
+        a_res.errorbar(xs_sorted[0], resid, yerr=sem, elinewidth=0.8, ecolor="0.55",
+                       label="bin mean − model, ± its standard error", **style)
+        # above the panel: inside, it would hide some of the points
+        a_res.legend(loc="lower left", bbox_to_anchor=(0, 1), borderaxespad=0.1,
+                     frameon=False, fontsize="small")
+    else:
+        a_res.plot(xs_sorted[0], resid, **style)
+    a_res.axhline(0.0, color="C3", lw=1, zorder=2.5)
     a_res.set_xlabel(xlabel)
     a_res.set_ylabel("y − model")
 
     hist = [h for h in (result.history or []) if "cost" in h]
     if hist:
         it = [int(h.get("iteration", i)) for i, h in enumerate(hist)]
-        cost = np.asarray([float(h["cost"]) for h in hist])
-        a_cost.plot(it, cost, marker="o", color="C0")
-        if np.all(cost > 0):
-            a_cost.set_yscale("log")
-        a_cost.xaxis.get_major_locator().set_params(integer=True)
+        _cost_panel(a_cost, it, np.asarray([float(h["cost"]) for h in hist]))
     else:
         a_cost.text(0.5, 0.5, "no iteration history", ha="center", va="center",
                     transform=a_cost.transAxes)
     a_cost.set_xlabel("iteration")
     a_cost.set_ylabel("cost ½Σρ(r²)")
     if title is None:
-        params = ", ".join(f"{k}={v:.4g}" for k, v in zip(result.param_names, popt))
-        tier = getattr(result.tier, "value", result.tier)
-        title = f"{tier} fit of {result.n_points_used:,} points: {params}"
+        title = _title(result, popt)
     if ax is None:
         fig.suptitle(title, fontsize="medium")
     else:
         a_data.set_title(title, fontsize="medium")
     return fig
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _value_error(value: float, error: float) -> str:
+    """``value ± error``: the error to 2 significant digits, the value to the same decimal
+    place, with a common power of ten when the numbers are large or small.
+
+    >>> _value_error(0.500123, 0.000312), _value_error(12345.6, 123), _value_error(1.23e-8, 4.5e-10)
+    ('0.50012 ± 0.00031', '12350 ± 120', '(1.230 ± 0.045)×10⁻⁸')
+
+    A NaN or zero error (no covariance) gives the value alone, an infinite one (the
+    parameter is not determined) ``value ± inf``.
+    """
+    value, error = float(value), float(error)
+    if not np.isfinite(value) or not np.isfinite(error) or error <= 0:
+        return f"{value:.6g}" + (" ± inf" if error == np.inf else "")
+    power = int(np.floor(np.log10(max(abs(value), error))))
+    power = power if power >= 5 or power <= -4 else 0
+    value, error = value / 10.0**power, error / 10.0**power
+    decimals = 1 - int(np.floor(np.log10(error)))
+    decimals = 1 - int(np.floor(np.log10(round(error, decimals))))   # 0.0996 -> 0.10
+    shown = [f"{round(v, decimals) + 0.0:.{max(decimals, 0)}f}" for v in (value, error)]
+    text = " ± ".join(shown)
+    return f"({text})×10{str(power).translate(_SUPERSCRIPT)}" if power else text
+
+
+def _title(result, popt) -> str:
+    """``<tier> fit of <n> points`` over the parameters, ``name = value ± error``, in
+    lines of at most ~70 characters."""
+    try:
+        perr = np.sqrt(np.diag(np.asarray(result.pcov, dtype=float)))
+    except (TypeError, ValueError):
+        perr = np.full(len(popt), np.nan)
+    if perr.shape != popt.shape:
+        perr = np.full(len(popt), np.nan)
+    params = [f"{k} = {_value_error(v, e)}" for k, v, e in zip(result.param_names, popt, perr)]
+    lines = [""]
+    for p in params:
+        if lines[-1] and len(lines[-1]) + len(p) > 70:
+            lines.append("")
+        lines[-1] += (", " if lines[-1] else "") + p
+    tier = getattr(result.tier, "value", result.tier)
+    return "\n".join([f"{tier} fit of {result.n_points_used:,} points", *lines])
+
+
+def _cost_panel(ax, iterations, cost):
+    """Cost per iteration with its final level marked; the y-limits are ticks, so that
+    every point (the final cost too) lies within the labelled range."""
+    from matplotlib import ticker
+
+    ax.plot(iterations, cost, marker="o", color="C0", zorder=3)
+    ax.axhline(cost[-1], color="0.45", lw=1, ls="--", zorder=2,
+               label=f"final cost {cost[-1]:.6g}")
+    ax.xaxis.set_major_locator(ticker.MaxNLocator(integer=True))
+    lo, hi = float(np.min(cost)), float(np.max(cost))
+    # a little beyond the outer ticks, so that a point on one is drawn whole
+    if lo > 0 and hi / lo >= 3:
+        ax.set_yscale("log")
+        ticks = _log_ticks(lo, hi)
+        ax.yaxis.set_major_locator(ticker.FixedLocator(ticks))
+        ax.yaxis.set_major_formatter(ticker.FuncFormatter(_log_label))
+        ax.yaxis.set_minor_formatter(ticker.NullFormatter())
+        pad = (ticks[-1] / ticks[0]) ** 0.04
+        ax.set_ylim(ticks[0] / pad, ticks[-1] * pad)
+    else:
+        ticks = ticker.MaxNLocator(5).tick_values(lo, hi) if hi > lo else \
+            ticker.MaxNLocator(5).tick_values(lo - (0.01 * abs(lo) or 1.0),
+                                              hi + (0.01 * abs(hi) or 1.0))
+        ax.yaxis.set_major_locator(ticker.FixedLocator(ticks))
+        pad = 0.04 * (ticks[-1] - ticks[0])
+        ax.set_ylim(ticks[0] - pad, ticks[-1] + pad)
+    ax.legend(loc="best", fontsize="small")
+
+
+def _log_ticks(lo: float, hi: float) -> np.ndarray:
+    """Ticks for a log axis from one at or below ``lo`` to one at or above ``hi``: 1, 2,
+    5 per decade over up to 2 decades, every decade up to 7, else every few decades."""
+    first, last = int(np.floor(np.log10(lo))), int(np.ceil(np.log10(hi)))
+    span = np.log10(hi) - np.log10(lo)
+    stride = 1 if span <= 7 else int(np.ceil(span / 6))
+    powers = np.arange((first // stride) * stride, last + stride, stride, dtype=float)
+    mantissas = (1.0, 2.0, 5.0) if span <= 2 else (1.0,)
+    with np.errstate(over="ignore", under="ignore"):
+        ladder = np.ravel(np.multiply.outer(10.0**powers, mantissas))
+    ladder = ladder[np.isfinite(ladder) & (ladder > 0)]
+    below, above = ladder <= lo * (1 + 1e-9), ladder >= hi * (1 - 1e-9)   # 10.0**k rounds
+    if not (below.any() and above.any()):                  # at the ends of float64
+        return np.array([lo, hi])
+    return ladder[(ladder >= ladder[below].max()) & (ladder <= ladder[above].min())]
+
+
+def _log_label(value: float, _pos=None) -> str:
+    """1000, 2000, 0.05 as they are; 2×10⁶, 10⁻⁸ outside [0.001, 10⁵)."""
+    if 1e-3 <= value < 1e5:
+        return f"{value:g}"
+    mantissa, power = (int(part) for part in f"{value:.0e}".split("e"))
+    text = f"10{str(power).translate(_SUPERSCRIPT)}"
+    return text if mantissa == 1 else f"{mantissa}×{text}"
 
 
 def _coefficients(ds, var):
@@ -279,6 +399,15 @@ def plot_map(ds, param, var=None, ax=None, *, error: bool = False, **kwargs):
     -------
     The artist from :meth:`xarray.DataArray.plot` (an image for 2 kept dimensions, a
     line for 1); failed pixels (NaN coefficients) are left blank.
+
+    Notes
+    -----
+    The status is drawn as categories: one colour per code present (the same colour
+    for a code in every map), and a colour bar with one tick per code, named as
+    :class:`nlsq_dask.solver.Status` (``gtol``, ``ftol``, ``xtol``, ``ftol+xtol``,
+    ``max passes``, ``not finite``: also a pixel without a usable point) with its pixel
+    count. A pixel with no status (NaN, e.g. after ``reindex``) is drawn as a code below
+    every status code, ``not fitted``. ``cmap`` picks the colours from a colormap instead.
     """
     plt = _pyplot()
     name, coef, dataset = _coefficients(ds, var)
@@ -311,6 +440,69 @@ def plot_map(ds, param, var=None, ax=None, *, error: bool = False, **kwargs):
     values.name = label
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 4.5), layout="constrained")
-    artist = values.plot(ax=ax, **kwargs)
+    if param == "status":
+        artist = _status_map(values, ax, **kwargs)
+    else:
+        artist = values.plot(ax=ax, **kwargs)
     ax.set_title(f"{prefix.removesuffix('_') or 'fit'}: {label}", fontsize="medium")
+    return artist
+
+
+#: short names and colours of the status codes, by :class:`nlsq_dask.solver.lm.Status`
+#: member name: the same colour for a code in every map, failures warm, the converged cool
+_STATUS_STYLE = {"NOT_FINITE": ("not finite", "#d62728"), "MAX_NFEV": ("max passes", "#ff7f0e"),
+                 "GTOL": ("gtol", "#2ca02c"), "FTOL": ("ftol", "#1f77b4"),
+                 "XTOL": ("xtol", "#9467bd"), "FTOL_XTOL": ("ftol+xtol", "#17becf"),
+                 "CALLBACK": ("stopped by callback", "#8c564b")}
+_NOT_FITTED = ("not fitted", "#d9d9d9")
+
+
+def _status_styles() -> dict[int, tuple[str, str]]:
+    """``{code: (short name, colour)}`` of every :class:`~nlsq_dask.solver.lm.Status`
+    (-1 'not finite' is also a pixel without a usable point)."""
+    from .solver.lm import Status        # here: it imports jax
+
+    return {int(s): _STATUS_STYLE.get(s.name, (s.name.lower().replace("_", " "), "#7f7f7f"))
+            for s in Status}
+
+
+def _status_map(values, ax, *, cmap=None, add_colorbar=True, **kwargs):
+    """The status as categories: one colour per code present, one labelled tick each
+    (with its pixel count) on the colour bar; a 1-D status is drawn as points against
+    labelled y ticks. A pixel without a status (NaN) is drawn as a code below all
+    others, 'not fitted'."""
+    from matplotlib import colors
+
+    styles = _status_styles()
+    raw = np.asarray(values.values, dtype=float)
+    if np.isnan(raw).any():
+        not_fitted = int(min(min(styles), np.nanmin(raw, initial=0))) - 1
+        styles[not_fitted] = _NOT_FITTED
+        values = values.copy(data=np.where(np.isnan(raw), not_fitted, raw))
+    codes, counts = np.unique(values.values, return_counts=True)
+    codes = codes.astype(int)
+    labels = [f"{styles.get(c, (f'status {c}',))[0]} ({n:,})" for c, n in zip(codes, counts)]
+    if values.ndim == 1:
+        artist = values.plot(ax=ax, marker="o", ls="none", **kwargs)
+        ax.set_yticks(codes, labels)
+        ax.set_ylim(codes[0] - 0.5, codes[-1] + 0.5)
+        return artist
+    if cmap is None:
+        palette = [styles[c][1] if c in styles else f"C{i}" for i, c in enumerate(codes)]
+    else:
+        from matplotlib import colormaps
+
+        cmap = colormaps[cmap] if isinstance(cmap, str) else cmap
+        palette = cmap(np.linspace(0, 1, len(codes)))
+    # a bin per code; the colour bar draws the bins evenly, a tick at each bin's middle
+    edges = np.concatenate([[codes[0] - 0.5], (codes[1:] + codes[:-1]) / 2, [codes[-1] + 0.5]])
+    norm = colors.BoundaryNorm(edges, len(codes))
+    artist = values.plot(ax=ax, cmap=colors.ListedColormap(palette), norm=norm,
+                         add_colorbar=False, **kwargs)
+    if add_colorbar:
+        bar = ax.figure.colorbar(artist, ax=ax, ticks=(edges[1:] + edges[:-1]) / 2)
+        bar.set_ticklabels(labels)
+        bar.minorticks_off()
+        bar.ax.tick_params(length=0)
+        bar.set_label("status (pixels)")
     return artist

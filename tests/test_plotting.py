@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import xarray as xr  # noqa: E402
 
 import nlsq_dask  # noqa: E402
-from nlsq_dask.plotting import plot_fit, plot_map  # noqa: E402
+from nlsq_dask.plotting import _log_label, _log_ticks, _value_error, plot_fit, plot_map  # noqa: E402
 
 P0 = [2.5, 0.6, 0.2]
 
@@ -67,7 +67,7 @@ def test_result_plot_has_three_panels(result):
     assert list(iters) == [h["iteration"] for h in result.history]
     assert cost[-1] == pytest.approx(result.cost) and cost[0] > cost[-1]
     assert a_cost.get_yscale() == "log"
-    assert "standard fit of 20,000 points" in fig._suptitle.get_text()
+    assert "standard fit of 20,000 points" in fig.get_suptitle()
 
 
 def test_small_data_are_drawn_whole(data):
@@ -96,6 +96,77 @@ def test_binned_data_follow_the_fit(data, result, lazy):
     # 200-point bin means: noise 0.05/sqrt(200), curvature of the model within a bin small
     assert np.max(np.abs(drawn(fig.axes[1])[1])) < 0.02
     np.testing.assert_allclose(xs, data[0].reshape(100, 200).mean(1), atol=1e-9)
+
+
+def test_bin_means_are_drawn_above_the_model_with_their_spread(data, result):
+    fig = plot_fit(result, *data, model=model, how="bin", max_points=100)
+    a_data, a_res, _ = fig.axes
+    means, fit = a_data.get_lines()
+    assert means.get_zorder() > fit.get_zorder()                  # the model is beneath
+    assert means.get_marker() == "o" and means.get_markersize() >= 2
+    assert means.get_alpha() in (None, 1.0) and fit.get_alpha() < 1
+    assert means.get_linestyle() == "None"
+    legend = [t.get_text() for t in a_data.get_legend().get_texts()]
+    assert legend[0] == "mean of y in each of 100 bins of x (~200 points each)"
+    # the residual panel: each mean with its standard error
+    (bars,) = a_res.containers
+    segments = bars.lines[2][0].get_segments()
+    sem = data[1].reshape(100, 200).std(1, ddof=1) / np.sqrt(200)
+    np.testing.assert_allclose([s[1, 1] - s[0, 1] for s in segments], 2 * sem, rtol=1e-6)
+    assert bars.lines[0].get_zorder() > a_res.get_lines()[-1].get_zorder()   # above y = 0
+    assert "standard error" in a_res.get_legend().get_texts()[0].get_text()
+
+
+def test_the_final_cost_is_within_the_labelled_range(result, data):
+    def check(a_cost, cost):
+        lo, hi = a_cost.get_ylim()
+        ticks = [t for t in a_cost.get_yticks() if lo <= t <= hi]
+        assert lo < min(cost) and max(cost) < hi
+        assert ticks[0] <= cost[-1] <= ticks[-1] and ticks[0] <= min(cost)
+        labels = [t.get_text() for t in a_cost.get_yticklabels() if lo <= t.get_position()[1] <= hi]
+        assert all(labels) and len(labels) == len(ticks)
+        assert f"final cost {cost[-1]:.6g}" in [t.get_text() for t in a_cost.get_legend().get_texts()]
+
+    a_cost = result.plot().axes[2]
+    cost = drawn(a_cost)[1]
+    assert a_cost.get_yscale() == "log"
+    check(a_cost, cost)
+    # a fit started at its optimum: a flat cost, on a linear axis
+    again = nlsq_dask.fit(model, *data, p0=result.popt)
+    a_cost = again.plot().axes[2]
+    assert a_cost.get_yscale() == "linear"
+    check(a_cost, drawn(a_cost)[1])
+
+
+@pytest.mark.parametrize("lo, hi", [(1245.0, 10250.0), (3e-7, 2e-6), (1e-20, 1e5), (0.9, 1000.0),
+                                    (1e-300, 1e300), (1.0, 100.0)])
+def test_log_ticks_enclose_the_costs(lo, hi):
+    ticks = _log_ticks(lo, hi)
+    assert ticks[0] <= lo and ticks[-1] >= hi and 2 <= len(ticks) <= 9
+    assert np.all(np.diff(ticks) > 0) and all(_log_label(t) for t in ticks)
+    assert [_log_label(t) for t in (1000.0, 2e-5, 1e5, 0.05)] == ["1000", "2×10⁻⁵", "10⁵", "0.05"]
+
+
+@pytest.mark.parametrize("value, error, text", [
+    (0.500123, 0.000312, "0.50012 ± 0.00031"),
+    (-3.14159, 0.0012345, "-3.1416 ± 0.0012"),
+    (2.0, 0.0996, "2.00 ± 0.10"),                      # the error rounds up to 0.10
+    (12345.6, 123.0, "12350 ± 120"),
+    (-1e-5, 0.5, "0.00 ± 0.50"),
+    (1.23e-8, 4.5e-10, "(1.230 ± 0.045)×10⁻⁸"),
+    (123456.0, 78.0, "(1.23456 ± 0.00078)×10⁵"),
+    (5.0, np.nan, "5"), (5.0, np.inf, "5 ± inf"), (5.0, 0.0, "5"),
+])
+def test_value_error(value, error, text):
+    assert _value_error(value, error) == text
+
+
+def test_the_title_shows_each_parameter_with_its_error(result):
+    title = result.plot().get_suptitle()
+    assert title.startswith("standard fit of 20,000 points\n")
+    for name, v, e in zip(result.param_names, result.popt, result.perr):
+        assert f"{name} = {_value_error(v, e)}" in title
+    assert title.count("±") == 3
 
 
 def test_several_inputs_show_data_against_model():
@@ -133,8 +204,9 @@ def test_bad_arguments(result):
         result.plot(max_points=1)
 
 
-def test_import_does_not_import_matplotlib():
-    code = "import sys, nlsq_dask, nlsq_dask.plotting; assert 'matplotlib' not in sys.modules"
+def test_import_does_not_import_matplotlib_or_jax():
+    code = ("import sys, nlsq_dask, nlsq_dask.plotting; "
+            "assert 'matplotlib' not in sys.modules and 'jax' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -167,6 +239,54 @@ def test_plot_map_of_errors_cost_and_status(fitted):
     np.testing.assert_allclose(err.ravel(), expected.ravel())
     assert np.all(np.asarray(plot_map(fitted, "status").get_array()) > 0)
     assert np.all(np.asarray(plot_map(fitted, "cost").get_array()) > 0)
+
+
+def tick_labels(artist):
+    return [t.get_text() for t in artist.colorbar.ax.get_yticklabels()]
+
+
+def test_the_status_map_has_one_labelled_colour_per_code(fitted):
+    status = fitted.signal_curvefit_status.values
+    codes, counts = np.unique(status, return_counts=True)
+    artist = plot_map(fitted, "status")
+    names = {1: "gtol", 2: "ftol", 3: "xtol", 4: "ftol+xtol"}
+    assert tick_labels(artist) == [f"{names[c]} ({n:,})" for c, n in zip(codes, counts)]
+    assert artist.cmap.N == len(codes)
+    np.testing.assert_array_equal(np.asarray(artist.get_array()).reshape(6, 5), status)
+    # each tick sits in the colour of its code
+    ticks = artist.colorbar.get_ticks()
+    np.testing.assert_array_equal(artist.norm(ticks), artist.norm(codes))
+    assert artist.colorbar.ax.get_ylabel() == "status (pixels)"
+
+
+def test_every_status_code_and_a_pixel_not_fitted(fitted):
+    status = np.array([-1, 0, 1, 2, 3, 4, np.nan] + [2] * 23).reshape(6, 5)
+    ds = fitted.assign(signal_curvefit_status=(("y", "x"), status))
+    artist = plot_map(ds, "status")
+    assert tick_labels(artist) == ["not fitted (1)", "not finite (1)", "max passes (1)",
+                                   "gtol (1)", "ftol (24)", "xtol (1)", "ftol+xtol (1)"]
+    colours = {c: matplotlib.colors.to_hex(artist.cmap(artist.norm(c))) for c in range(-1, 5)}
+    assert len(set(colours.values())) == 6
+    assert colours[-1] == "#d62728" and colours[1] == "#2ca02c"    # the same in every map
+    drawn_status = np.asarray(artist.get_array()).ravel()
+    assert drawn_status[6] < -1 and drawn_status[6] == drawn_status.min()   # NaN: not fitted
+    assert matplotlib.colors.to_hex(artist.cmap(artist.norm(drawn_status[6]))) == "#d9d9d9"
+    # the same codes in another map have the same colours
+    other = plot_map(ds.isel(x=slice(0, 2)), "status")
+    assert matplotlib.colors.to_hex(other.cmap(other.norm(-1))) == "#d62728"
+    # cmap= picks the colours from a colormap instead
+    assert plot_map(ds, "status", cmap="tab10").cmap.N == 7
+
+
+def test_a_status_along_one_dimension_has_labelled_ticks(fitted):
+    status = np.array([1, 2, 2, 4, -1, 2])
+    ds = fitted.isel(x=0).assign(signal_curvefit_status=(("y",), status))
+    (line,) = plot_map(ds, "status")
+    np.testing.assert_array_equal(line.get_ydata(), status)
+    axis = line.axes
+    assert list(axis.get_yticks()) == [-1, 1, 2, 4]
+    assert [t.get_text() for t in axis.get_yticklabels()] == [
+        "not finite (1)", "gtol (1)", "ftol (3)", "ftol+xtol (1)"]
 
 
 def test_plot_map_errors(fitted, cube):
