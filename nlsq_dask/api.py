@@ -54,8 +54,8 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         param_names=None, ftol=None, xtol=None, gtol=None, max_nfev=None, maxfev=None,
         method=None, jac=None, check_finite=None, tr_solver=None, x_scale="jac",
         reduction=None, nan_policy="raise", missing_chunks="raise", client=None, chunk_size=None,
-        memory_limit_gb=None, split_every=None, progress=False, yaml_path=None, fixed=None,
-        **engine_options) -> FitResult:
+        memory_limit_gb=None, split_every=None, progress=False, callback=None, yaml_path=None,
+        fixed=None, **engine_options) -> FitResult:
     """Fit ``model(x, *params)`` to ``y`` by nonlinear least squares.
 
     Parameters
@@ -136,7 +136,18 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     chunk_size, memory_limit_gb, split_every : optional
         Partition size, memory cap for the selector, reduction fan-in.
     progress : bool
-        Show a progress line per pass (dask tiers).
+        Write to stderr the tier and why, then a line per pass; within a dask pass the
+        partitions done and, once the time per partition is known, an ETA. The first
+        pass, which compiles the kernels, is labelled so. (Every pass is also logged to
+        the ``nlsq_dask`` logger at INFO level.)
+    callback : callable, optional
+        Called after every pass, as ``scipy.optimize.least_squares`` calls it: with a
+        read-only :class:`~nlsq_dask.engines.progress.Iteration` (``x``, ``cost``,
+        ``nfev``, ``nit``, ``step_norm``, ``accepted``, ``done``, ``elapsed``) if its
+        parameter is named ``intermediate_result``, else with ``x``. Returning True or
+        raising ``StopIteration`` stops the fit: the result is the current iterate with
+        status -2 (``success`` False). Multi-start fits call it for the passes of the
+        winning start's full-data fit (the starts themselves run batched).
     yaml_path : path, optional
         ``nlsq.yaml`` to read (default ``./nlsq.yaml`` when present).
     fixed : dict or list of str, optional
@@ -172,6 +183,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     from .engines.driver import FitContext, run_single
     from .engines.multistart import run_starts, run_validation
     from .engines.invariants import require_points
+    from .engines.progress import Progress
     from .engines.sources import guard_inputs
     from .residuals import ResidualView
     from .solver import ModelSpec, check_loss, make_options
@@ -243,8 +255,11 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     x_scale = None if x_scale is None else held.free(x_scale)
     n_max = int(c.max_nfev) if c.max_nfev is not None else DEFAULT_NFEV_PER_PARAM * len(names)
     opts = make_options(lb, ub, c.ftol, c.xtol, c.gtol, n_max, x_scale)
+    watch = Progress(check_flag(progress, "progress"), callback,
+                     expand=held.expand if held else None)
+    watch.announce(selection)
     ctx = FitContext(Problem.from_config(spec, c), inputs, selection, opts, lb, ub, n_max,
-                     client=client, progress=progress, engine_options=engine_options)
+                     client=client, progress=watch, engine_options=engine_options)
     report = None
     if c.enable_multistart and c.n_starts > 1:
         starts = draw_starts(p0, lb, ub, c.n_starts, sampler=c.sampler,

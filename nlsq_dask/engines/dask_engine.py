@@ -69,6 +69,8 @@ class PassRunner:
         self.token = dask.base.tokenize(spec.identity, spec.param_names, spec.x_form,
                                         spec.n_inputs, spec.x_lead)
         self.n_passes = 0
+        #: called as ``on_partition(done, total)`` while a pass runs (the progress line)
+        self.on_partition = None
         self.gpu = client is not None and workers_have_gpus(client)
         self.ledger = PartitionLedger(self.chunks, spec.n_params, source, require_finite)
 
@@ -139,9 +141,40 @@ class PassRunner:
 
         hlg, key, layer = self.graph(params, parts)
         d = Delayed(key, hlg, layer=layer)
-        out = self.client.compute(d, sync=True) if self.client is not None else d.compute()
+        if self.on_partition is not None:
+            out = self._watched(d, hlg, f"nlsq-stats-{self._token(np.asarray(params, np.float64))}",
+                                self.n_partitions if parts is None else len(parts))
+        else:
+            out = self.client.compute(d, sync=True) if self.client is not None else d.compute()
         self.n_passes += 1
         return self._stats(out, parts)
+
+    def _watched(self, d, hlg, stats_name: str, total: int):
+        """Compute the pass ``d``, telling :attr:`on_partition` as its partitions finish."""
+        listener = self.on_partition
+        if self.client is not None:
+            from dask.delayed import Delayed
+            from distributed import as_completed
+
+            blocks = [Delayed((stats_name, j), hlg, layer=stats_name) for j in range(total)]
+            futures = self.client.compute([d, *blocks])
+            for n_done, _ in enumerate(as_completed(futures[1:], loop=self.client.loop), 1):
+                listener(n_done, total)
+            out = futures[0].result()
+            del futures
+            return out
+        from dask.callbacks import Callback
+
+        finished = [0]
+
+        def posttask(key, result, dsk, state, worker_id):
+            name = key[0] if isinstance(key, tuple) else key
+            if isinstance(name, str) and name.startswith(stats_name):
+                finished[0] += 1
+                listener(finished[0], total)
+
+        with Callback(posttask=posttask):
+            return d.compute()
 
     def checkpointed(self, params: np.ndarray, store, pass_key: str):
         """A pass that stores each finished partition and reuses stored ones.
@@ -184,8 +217,10 @@ class PassRunner:
 
                 futures = self.client.compute([delayed[i] for i in todo])
                 index = {f.key: i for f, i in zip(futures, todo)}
-                for n_done, (fut, out) in enumerate(as_completed(futures, with_results=True), 1):
+                finished = as_completed(futures, loop=self.client.loop, with_results=True)
+                for n_done, (fut, out) in enumerate(finished, 1):
                     keep(index[fut.key], out, final=n_done == len(todo))
+                    self._tell(n_done + self.n_partitions - len(todo))
             else:
                 # Local threads: one partition per pool task, kept as each completes
                 # (no barrier between groups of partitions).
@@ -197,9 +232,15 @@ class PassRunner:
                                for i in todo}
                     for n_done, fut in enumerate(done_first(futures), 1):
                         keep(futures[fut], fut.result()[0], final=n_done == len(todo))
+                        self._tell(n_done + self.n_partitions - len(todo))
         self.n_passes += 1
         parts = [done[i] for i in range(self.n_partitions)]
         return self._stats(reduce_parts(parts, self.problem.stats, self.split_every)), len(todo)
+
+
+    def _tell(self, done: int) -> None:
+        if self.on_partition is not None:
+            self.on_partition(done, self.n_partitions)
 
 
 def workers_have_gpus(client) -> bool:
@@ -228,7 +269,7 @@ def make_runner(problem, inputs, selection, client=None) -> PassRunner:
 
 
 def run_dask(problem, *, x0, inputs, selection, opts, lb=None, ub=None, client=None,
-             progress=False, checkpoint_name=None, resume=True, checkpoint_fresh=False,
+             progress=None, checkpoint_name=None, resume=True, checkpoint_fresh=False,
              runner=None) -> EngineOutput:
     """Fit with CHUNKED or STREAMING passes; returns the final state and history.
 

@@ -28,7 +28,7 @@ class FitContext:
     ub: np.ndarray
     max_nfev: int
     client: object = None
-    progress: bool = False
+    progress: object = None          # a Progress: the progress line and callback
     engine_options: dict = field(default_factory=dict)
 
     @property

@@ -107,13 +107,14 @@ def whitened_kernel(key: tuple, batched: bool):
     return jit_kernel(jax.vmap(stats, in_axes=(0, None, None, None, None)) if batched else stats)
 
 
-def run_in_memory(evaluator: InMemoryEvaluator, x0, opts, progress: bool = False) -> EngineOutput:
+def run_in_memory(evaluator: InMemoryEvaluator, x0, opts, progress=None) -> EngineOutput:
     """Fit the data of ``evaluator`` from ``x0``.
 
     ``x0`` of shape ``(S, p)`` runs ``S`` starts together, one kernel call per pass
     for all of them; the state then has a leading axis of starts and the history is a
     list per start. Non-finite points left in the data (only possible for lazy inputs)
-    are skipped by the kernel.
+    are skipped by the kernel. ``progress`` (a
+    :class:`~nlsq_dask.engines.progress.Progress`) watches a single start.
     """
     x0 = np.asarray(x0, np.float64)
     if x0.ndim == 2:

@@ -18,14 +18,15 @@ run through a :class:`CheckpointingEvaluator`); several starts sharing each pass
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from functools import lru_cache, partial
 from typing import Callable, NamedTuple, Protocol
 
 import numpy as np
 
+from .hooks import Head, Hook
 from .outputs import EngineOutput
+from .progress import Progress
 
 log = logging.getLogger("nlsq_dask")
 
@@ -68,24 +69,6 @@ class LMPrograms(NamedTuple):
         return self.propose_where(propose, state, opts)
 
 
-class Head(NamedTuple):
-    """What the host loop and its hooks read of a state after each pass (one transfer)."""
-
-    done: np.ndarray
-    status: np.ndarray
-    accepted: np.ndarray
-    nit: np.ndarray
-    nfev: np.ndarray
-    cost: np.ndarray
-    last_step_norm: np.ndarray
-
-    @classmethod
-    def of(cls, state) -> "Head":
-        import jax
-
-        return cls(*jax.device_get(tuple(getattr(state, f) for f in cls._fields)))
-
-
 @lru_cache(maxsize=None)
 def lm_programs(stats_type: type, batched: bool = False) -> LMPrograms:
     """The LM step on statistics of type ``stats_type``, compiled once a process (and kept
@@ -101,21 +84,6 @@ def lm_programs(stats_type: type, batched: bool = False) -> LMPrograms:
         fns = (jax.vmap(lm_start, in_axes=(0, 0, None)), jax.vmap(lm_consume, in_axes=(0, 0, None)),
                jax.vmap(propose, in_axes=(0, 0, None)))
     return LMPrograms(*[jit_small(f) for f in fns])
-
-
-class Hook:
-    """What the LM loop calls after every pass (the start's included).
-
-    ``after_pass(state, head, seconds)`` sees the state on the device, its
-    :class:`Head` on the host and the pass's wall time; returning True stops the loop.
-    ``close(state)`` runs once at the end with the final (host) state.
-    """
-
-    def after_pass(self, state, head: Head, seconds: float) -> bool:
-        return False
-
-    def close(self, state) -> None:
-        pass
 
 
 def iterate(evaluator, start, opts, hooks=(), parts=None):
@@ -165,28 +133,6 @@ def iterate(evaluator, start, opts, hooks=(), parts=None):
     for h in hooks:
         h.close(state)
     return state, passes
-
-
-class ProgressLine(Hook):
-    """One line per pass to the log; with ``show`` also a live line on stderr."""
-
-    def __init__(self, show: bool, n_points: int):
-        self.show, self.n_points = show, n_points
-
-    def after_pass(self, state, head, seconds):
-        rate = self.n_points / seconds if seconds > 0 else float("inf")
-        msg = (f"pass {int(head.nfev):3d} | iter {int(head.nit):3d} | cost {float(head.cost):.6e} "
-               f"| step {float(head.last_step_norm):.3e} | {rate / 1e6:8.2f} Mpts/s")
-        log.info(msg)
-        if self.show:  # one live line on a terminal, a line per pass in a log file
-            sys.stderr.write(("\r" if sys.stderr.isatty() else "") + msg
-                             + ("" if sys.stderr.isatty() else "\n"))
-            sys.stderr.flush()
-        return False
-
-    def close(self, state):
-        if self.show and sys.stderr.isatty():
-            sys.stderr.write("\n")
 
 
 class History(Hook):
@@ -240,6 +186,14 @@ class CheckpointingEvaluator:
         self.runner, self.ckpt, self.nfev, self.computed = runner, ckpt, nfev, 0
         self.problem, self.n_partitions = runner.problem, runner.n_partitions
 
+    @property
+    def on_partition(self):
+        return self.runner.on_partition
+
+    @on_partition.setter
+    def on_partition(self, listener):
+        self.runner.on_partition = listener
+
     def __call__(self, params, parts=None):
         if parts is not None:     # a subset pass has no place in a fit's stored passes
             raise ValueError("checkpointed passes read every partition; parts must be None")
@@ -282,11 +236,13 @@ class Patience(Hook):
             and not promising
 
 
-def fit_start(evaluator, x0, opts, n_points: int, progress: bool = False,
+def fit_start(evaluator, x0, opts, n_points: int, progress: Progress | None = None,
               ckpt=None) -> EngineOutput:
-    """One start of a fit, from ``x0`` to done: :func:`iterate` with a history, a progress
-    line (always logged; on stderr with ``progress``) and, with ``ckpt``, checkpoint
-    saves, checkpointed passes and the resume of a stored fit.
+    """One start of a fit, from ``x0`` to done: :func:`iterate` with a history, the
+    hooks of ``progress`` (a progress line, always logged, shown if asked; the user's
+    callback) and, with ``ckpt``, checkpoint saves, checkpointed passes and the resume
+    of a stored fit. A dask evaluator reports its partitions to the progress line as
+    they finish.
 
     Parameters
     ----------
@@ -297,6 +253,8 @@ def fit_start(evaluator, x0, opts, n_points: int, progress: bool = False,
         Start and :class:`~nlsq_dask.solver.LMOptions`.
     n_points : int
         For the progress line's rate.
+    progress : Progress, optional
+        Default: log the passes, show nothing.
     ckpt : FitCheckpoint, optional
         Store the state every ``checkpoint_frequency`` passes and resume a stored one.
     """
@@ -314,11 +272,23 @@ def fit_start(evaluator, x0, opts, n_points: int, progress: bool = False,
             state = state._replace(done=np.bool_(False), status=np.int64(0))
         start, history, resumed_at = state, History(entries), int(state.nfev)
         log.info("resuming %s at pass %d", ckpt.path, resumed_at)
-    hooks = [ProgressLine(progress, n_points), history]
+    watchers = (progress or Progress()).hooks(n_points, evaluator.n_partitions)
+    hooks = [history, *watchers]
     if ckpt is not None:
         evaluator = CheckpointingEvaluator(evaluator, ckpt, resumed_at or 0)
         hooks.append(CheckpointSaves(ckpt, history, first_forced=loaded is None))
-    state, passes = iterate(evaluator, start, opts, hooks)
+    shown = watchers[0].show and hasattr(evaluator, "on_partition")
+    if shown:                             # a pass then tracks its partitions
+        evaluator.on_partition = watchers[0].partition_done
+    try:
+        state, passes = iterate(evaluator, start, opts, hooks)
+    finally:
+        if shown:
+            evaluator.on_partition = None
+    if any(getattr(h, "stopped", False) for h in watchers):
+        from ..solver import Status
+
+        state = state._replace(status=np.int64(Status.CALLBACK), done=np.bool_(True))
     computed = evaluator.computed if ckpt is not None else passes * evaluator.n_partitions
     extras = {"n_partitions": evaluator.n_partitions, "partitions_computed": computed}
     if ckpt is not None:

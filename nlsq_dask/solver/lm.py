@@ -15,7 +15,8 @@ tolerances promise, a few Gauss–Newton polishing trials follow (:func:`settled
 well-converged problems they cost no pass.
 
 Status codes are scipy's: 0 ``max_nfev`` reached, 1 ``gtol``, 2 ``ftol``, 3 ``xtol``,
-4 ``ftol`` and ``xtol``, -1 residuals not finite at the start.
+4 ``ftol`` and ``xtol``, -1 residuals not finite at the start, -2 stopped by the
+callback (set by the loop, never by the step).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class Status(enum.IntEnum):
     """Why a fit stopped: ``scipy.optimize.least_squares``' status values (> 0: converged),
     each with its message (:attr:`message`)."""
 
+    CALLBACK = -2
     NOT_FINITE = -1
     MAX_NFEV = 0
     GTOL = 1
@@ -48,6 +50,8 @@ class Status(enum.IntEnum):
 
 
 _MESSAGES = {
+    Status.CALLBACK: "The fit was stopped by the callback (it returned True or raised "
+                     "StopIteration).",
     Status.NOT_FINITE: "The residuals are not finite at the initial point; check p0, the data "
                        "and the model.",
     Status.MAX_NFEV: "The maximum number of function evaluations (data passes) is exceeded.",
