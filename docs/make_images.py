@@ -15,6 +15,8 @@ matplotlib.use("Agg")
 
 import dask.array as da  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 import nlsq_dask  # noqa: E402
 
@@ -23,7 +25,12 @@ sys.path.insert(0, os.path.join(HERE, "examples"))
 from per_pixel_cube import write_cube  # noqa: E402
 
 OUT = os.path.join(HERE, "images")  # replaced by --out
-DPI = 72
+DPI = 100
+
+
+def save(fig, name):
+    fig.savefig(os.path.join(OUT, name), dpi=DPI)
+    plt.close(fig)
 
 
 def model(t, a, b, c):
@@ -36,8 +43,8 @@ def fit_picture():
     t = da.linspace(0.0, 10.0, n, chunks=chunk)
     y = 2.0 * da.exp(-0.5 * t) + 0.3 + da.random.default_rng(0).normal(0, 0.05, n, chunks=chunk)
     result = nlsq_dask.fit(model, t, y, p0=[2.5, 0.6, 0.2], tier="streaming")
-    result.plot(max_points=2000).savefig(os.path.join(OUT, "fit.png"), dpi=DPI)
-    result.plot(max_points=200, how="bin").savefig(os.path.join(OUT, "fit-binned.png"), dpi=DPI)
+    save(result.plot(max_points=2000), "fit.png")
+    save(result.plot(max_points=200, how="bin"), "fit-binned.png")
 
 
 def map_picture(tmp):
@@ -49,9 +56,17 @@ def map_picture(tmp):
     fitted = ds[["signal"]].nlsq.fit("t", model, p0={"a": 1.5, "b": 0.5, "c": 0.0},
                                      bounds={"b": (0.0, 5.0)})
     artist = fitted.nlsq.plot_map("b", cmap="viridis")
-    artist.axes.figure.savefig(os.path.join(OUT, "map.png"), dpi=DPI)
+    save(artist.axes.figure, "map.png")
     artist = fitted.nlsq.plot_map("b", error=True, cmap="magma")
-    artist.axes.figure.savefig(os.path.join(OUT, "map-error.png"), dpi=DPI)
+    save(artist.axes.figure, "map-error.png")
+    # The status: the same cube seen through a round aperture (NaN outside it)
+    yy, xx = np.meshgrid(ds.y, ds.x, indexing="ij")
+    r = np.hypot(yy - yy.mean(), xx - xx.mean())
+    masked = ds[["signal"]].where(xr.DataArray(r <= 0.53 * len(ds.x), dims=("y", "x")))
+    fitted = masked.nlsq.fit("t", model, p0={"a": 1.5, "b": 0.5, "c": 0.0},
+                             bounds={"b": (0.0, 5.0)}, skipna=True, errors="ignore")
+    artist = fitted.nlsq.plot_map("status")
+    save(artist.axes.figure, "map-status.png")
 
 
 def main(argv=None):
