@@ -127,7 +127,7 @@ def plot_fit(result, x=None, y=None, *, model=None, ax=None, max_points: int = 5
     ----------
     result : FitResult
         A result of :func:`nlsq_dask.fit`.
-    x, y : array-like, optional
+    x, y : array_like, optional
         The data (numpy, dask or xarray; ``x`` as given to ``fit``: 1-D, ``(k, N)`` or a
         tuple). Default: the data ``fit`` was called with.
     model : callable, optional

@@ -144,7 +144,7 @@ class FitResult:
 
         Parameters
         ----------
-        x, y : array-like, optional
+        x, y : array_like, optional
             Data to draw (default: the data the fit was called with).
         model : callable, optional
             Default: the model the fit was called with.
