@@ -11,7 +11,7 @@ from .api import fit
 from .errors import (CheckpointError, DataChangedError, DataReadError, FitWarning,
                      InsufficientDataError, MissingChunksError, NotPointwiseError)
 from .registration import register_accessor
-from .result import FitResult
+from .result import FitResult, load_result
 from .scipy_compat import curve_fit
 from .workflow import (WORKFLOW_PRESETS, ClusterDetector, ClusterInfo, DatasetSizeTier,
                        MemoryTier, OptimizationGoal, WorkflowConfig, WorkflowSelector,
@@ -31,9 +31,9 @@ def __getattr__(name: str):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
-    "fit", "curve_fit", "FitResult", "FitWarning", "CovarianceWarning", "InsufficientDataError",
-    "NotPointwiseError", "DataChangedError", "DataReadError", "MissingChunksError",
-    "CheckpointError",
+    "fit", "curve_fit", "FitResult", "load_result", "FitWarning", "CovarianceWarning",
+    "InsufficientDataError", "NotPointwiseError", "DataChangedError", "DataReadError",
+    "MissingChunksError", "CheckpointError",
     "WORKFLOW_PRESETS", "ClusterDetector", "ClusterInfo",
     "DatasetSizeTier", "MemoryTier", "OptimizationGoal", "WorkflowConfig", "WorkflowSelector",
     "WorkflowTier", "auto_select_workflow", "get_memory_tier", "get_total_available_memory_gb",
