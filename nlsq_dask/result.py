@@ -82,6 +82,9 @@ class FitResult:
     #: the start of the fit (``p0``, or scipy's default, moved strictly inside the bounds);
     #: of a multi-start fit, the ``p0`` the starts were drawn around
     p0: np.ndarray | None = None
+    #: parameters held fixed (``fit(..., fixed=...)``): ``{name: value}``; their ``pcov``
+    #: rows and columns are 0 and ``dof`` does not count them
+    fixed: dict[str, float] = field(default_factory=dict)
 
     __hash__ = None        # mutable and compared by value, as a dataclass with eq
 
@@ -139,7 +142,12 @@ class FitResult:
 
     @property
     def dof(self) -> int:
-        return self.n_points_used - len(self.popt)
+        return self.n_points_used - self.n_free
+
+    @property
+    def n_free(self) -> int:
+        """Parameters the fit estimated (those not held ``fixed``)."""
+        return len(self.popt) - len(self.fixed)
 
     @property
     def chi2(self) -> float:
@@ -179,13 +187,13 @@ class FitResult:
         ``n`` is :attr:`n_points_used`, ``k`` the number of parameters and ``χ²`` is
         :attr:`chi2` (clipped below at ``1e-250 n``, as lmfit does, for an exact fit).
         """
-        n, k = self.n_points_used, len(self.popt)
+        n, k = self.n_points_used, self.n_free
         return n * math.log(max(self.chi2, 1e-250 * n) / n) + 2 * k
 
     @property
     def bic(self) -> float:
         """Bayesian information criterion, as lmfit's: ``n log(χ²/n) + log(n) k``."""
-        n, k = self.n_points_used, len(self.popt)
+        n, k = self.n_points_used, self.n_free
         return n * math.log(max(self.chi2, 1e-250 * n) / n) + math.log(n) * k
 
     @property
@@ -276,6 +284,9 @@ class FitResult:
         pairs = [format_value_error(v, e) for v, e in zip(self.popt, perr)]
         rel = [f"{_significant(100 * abs(e / v))}%" if v != 0 and math.isfinite(e) else "n/a"
                for v, e in zip(self.popt, perr)]
+        for i, name in enumerate(names):         # held fixed: not estimated
+            if name in self.fixed:
+                pairs[i], rel[i] = (f"{self.popt[i]:.6g}", "fixed"), ""
         init = ["n/a" if v0 is None else f"{v0:.6g}" for v0 in p0]
         columns = [list(names), _align_decimal([v for v, _ in pairs]),
                    _align_decimal([e for _, e in pairs]), rel, _align_decimal(init)]
@@ -287,7 +298,9 @@ class FitResult:
                                    + [c.rjust(w) for c, w in zip(row[1:], widths[1:])]).rstrip()
                   for row in table]
         r2, why = self._rsquared()
-        stats = [("points", f"{self.n_points_used:,}"), ("parameters", f"{len(names)}"),
+        stats = [("points", f"{self.n_points_used:,}"),
+                 ("parameters", f"{self.n_free}" + (f" (+{len(self.fixed)} fixed)"
+                                                     if self.fixed else "")),
                  ("degrees of freedom", f"{self.dof:,}"), ("chi-square", f"{self.chi2:.6g}"),
                  ("reduced chi-square", f"{self.reduced_chi2:.6g}"),
                  ("AIC", f"{self.aic:.6g}"), ("BIC", f"{self.bic:.6g}"),
@@ -378,6 +391,7 @@ class FitResult:
             "tier": self.tier, "config": self.config, "selection": self.selection,
             "history": self.history, "elapsed": self.elapsed, "p0": self.p0,
             "grad": self.grad, "optimality": self.optimality, "active_mask": self.active_mask,
+            "fixed": self.fixed,
         }
         clash = {k: v for k, v in extras.items() if k in taken}
         if clash:
@@ -433,7 +447,8 @@ class FitResult:
             selection=_selection(d.get("selection")), history=list(d.get("history") or []),
             elapsed=float(d.get("elapsed", 0.0)), extras=extras,
             grad=_array(d.get("grad"), float), optimality=float(d.get("optimality", "nan")),
-            active_mask=_array(d.get("active_mask"), int), p0=_array(d.get("p0"), float))
+            active_mask=_array(d.get("active_mask"), int), p0=_array(d.get("p0"), float),
+            fixed={str(k): float(v) for k, v in (d.get("fixed") or {}).items()})
 
     def to_dataset(self, var: str | None = None):
         """The result as an ``xarray.Dataset`` named as ``Dataset.curvefit`` names its output.
@@ -479,7 +494,7 @@ class FitResult:
             **({"nlsq_explanation": self.selection.explain()}
                if isinstance(self.selection, Selection) else {}),
             **{f"nlsq_{k}": json.dumps(jsonable(getattr(self, k)))
-               for k in ("config", "selection", "history", "extras")},
+               for k in ("config", "selection", "history", "extras", "fixed")},
         }
         data = {"coefficients": ("param", np.asarray(self.popt, float), attrs),
                 "covariance": (("cov_i", "cov_j"), np.asarray(self.pcov, float)),
@@ -533,7 +548,8 @@ class FitResult:
         d.update({k: a[f"nlsq_{k}"] for k in ("tier", "message", "nfev", "nit",
                                                 "n_points_used", "elapsed", "optimality")})
         d.update({k: json.loads(a[f"nlsq_{k}"]) for k in ("config", "selection", "history",
-                                                          "extras")})
+                                                          "extras", "fixed")
+                  if f"nlsq_{k}" in a})
         return cls.from_dict(d)
 
 

@@ -147,3 +147,16 @@ def test_accessor_refuses_a_p0_it_cannot_read():
         CUBE.nlsq.fit("t", model, p0="abc")
     with pytest.raises(TypeError, match=r"bounds must be a dict"):
         CUBE.nlsq.fit("t", model, bounds=[(0, 1)] * 3)
+
+
+def test_a_fixed_parameter_is_not_counted_in_dof_and_is_kept_with_the_result(tmp_path):
+    result = nlsq_dask.fit(model, X, Y, p0=[2.5, 0.6, 0.2], fixed={"c": 0.3})
+    assert result.fixed == {"c": 0.3} and result.dof == X.size - 2 and result.n_free == 2
+    chi2 = 2 * result.cost
+    np.testing.assert_allclose(result.aic, X.size * np.log(chi2 / X.size) + 2 * 2)
+    report = result.fit_report()
+    assert "fixed" in report and "2 (+1 fixed)" in report
+    assert nlsq_dask.FitResult.from_dict(result.to_dict()) == result
+    path = tmp_path / "r.zarr"
+    result.to_dataset().to_zarr(path)
+    assert nlsq_dask.load_result(path).fixed == {"c": 0.3}
