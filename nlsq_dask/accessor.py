@@ -6,7 +6,9 @@ DataArrays, ``param_names``, ``errors``, ``kwargs``), two ways of running:
 
 * **global** — every dimension of a variable is reduced: the data and coordinates are
   flattened lazily (dask ``ravel``; nothing computed up front) and fitted once by
-  :func:`nlsq_dask.fit` with its tiers, so chunks in every dimension work;
+  :func:`nlsq_dask.fit` with its tiers, so chunks in every dimension work. On dask data
+  the result is lazy like any xarray result: the fit runs when it is computed (or
+  written, ``to_zarr``); on numpy data it runs at the call;
 * **per pixel** — otherwise: each pixel (point of the kept dimensions) is its own
   problem, solved by the batched LM of :mod:`nlsq_dask.solver.batched` on each dask
   block (``xr.apply_ufunc(..., dask='parallelized')``, fit dimensions whole in a block);
@@ -254,7 +256,12 @@ def _with_fixed(result: xr.Dataset, held: FixedParameters) -> xr.Dataset:
 
 # ----------------------------------------------------------------------------- global
 def _global_fit(da, coords_, func, params, guess, limits, reduce_, skipna, errors, opts):
-    """One fit over all the points of ``da``, through :func:`nlsq_dask.fit`."""
+    """One fit over all the points of ``da``, through :func:`nlsq_dask.fit`.
+
+    On numpy data it runs now; on dask data the outputs are dask arrays and the fit runs
+    when they are computed (as one task that runs the fit's passes: on a distributed
+    worker through ``worker_client``, so they still spread over the cluster).
+    """
     def flat(a):
         a = a.broadcast_like(da).transpose(*da.dims)
         if da.chunks is not None and a.chunks is None:
@@ -275,11 +282,51 @@ def _global_fit(da, coords_, func, params, guess, limits, reduce_, skipna, error
     for key, value in [("p0", guess)] + [("lb", {k: v[0] for k, v in limits.items()}),
                                          ("ub", {k: v[1] for k, v in limits.items()})]:
         scalar[key] = [float(np.asarray(value[p])) for p in params]
+
+    def run(client=None):
+        kwargs = dict(opts) if client is None else {**opts, "client": client}
+        return _global_outcome(func, x, y, scalar, params, skipna, errors, kwargs)
+
+    if not lazy:
+        popt, pcov, status, cost, attrs = run()
+    else:
+        import dask
+        import dask.array as dsa
+
+        opts = {k: v for k, v in opts.items() if k != "client"}   # the task finds its own
+        outcome = dask.delayed(_run_in_task, pure=False)(run)
+        p = len(params)
+        popt = dsa.from_delayed(outcome[0], (p,), float)
+        pcov = dsa.from_delayed(outcome[1], (p, p), float)
+        status = dsa.from_delayed(outcome[2], (), np.int64)
+        cost = dsa.from_delayed(outcome[3], (), np.float64)
+        attrs = {}
+    return {"coefficients": xr.DataArray(popt, dims=["param"], attrs=attrs),
+            "covariance": xr.DataArray(pcov, dims=["cov_i", "cov_j"]),
+            "status": xr.DataArray(status), "cost": xr.DataArray(cost)}
+
+
+def _run_in_task(run):
+    """``run()`` in a dask task: on a distributed worker with a client of its cluster
+    (``worker_client`` secedes from the worker's thread pool while the passes run)."""
+    try:
+        from distributed import get_worker, worker_client
+        get_worker()
+    except (ImportError, ValueError):
+        return run()
+    with worker_client() as client:
+        return run(client)
+
+
+def _global_outcome(func, x, y, scalar, params, skipna, errors, opts):
+    """``(popt, pcov, status, cost, attrs)`` of the global fit (NaNs where it failed and
+    ``errors='ignore'``)."""
+    import warnings
+
+    from .api import FitWarning
+
     nan = np.full(len(params), np.nan)
     try:
-        import warnings
-
-        from .api import FitWarning
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FitWarning)
             res = _fit(func, x, y, p0=scalar["p0"], bounds=(scalar["lb"], scalar["ub"]),
@@ -287,21 +334,17 @@ def _global_fit(da, coords_, func, params, guess, limits, reduce_, skipna, error
     except InsufficientDataError:
         if errors == "raise":
             raise
-        popt, pcov, status, cost, attrs = nan, np.full((len(params),) * 2, np.nan), -1, np.nan, {}
-    else:
-        if not res.success and errors == "raise":
-            raise RuntimeError(f"Optimal parameters not found: {res.message}")
-        ok = res.success
-        popt = res.popt if ok else nan
-        pcov = res.pcov if ok else np.full((len(params),) * 2, np.nan)
-        status, cost = res.status, res.cost
-        attrs = {"nlsq_tier": res.tier.value, "nlsq_nfev": res.nfev, "nlsq_nit": res.nit,
-                 "nlsq_cost": res.cost, "nlsq_status": res.status, "nlsq_message": res.message,
-                 "nlsq_n_points_used": res.n_points_used,
-                 "nlsq_explanation": res.selection.explain() if res.selection else ""}
-    return {"coefficients": xr.DataArray(popt, dims=["param"], attrs=attrs),
-            "covariance": xr.DataArray(pcov, dims=["cov_i", "cov_j"]),
-            "status": xr.DataArray(np.int64(status)), "cost": xr.DataArray(np.float64(cost))}
+        return nan, np.full((len(params),) * 2, np.nan), np.int64(-1), np.float64(np.nan), {}
+    if not res.success and errors == "raise":
+        raise RuntimeError(f"Optimal parameters not found: {res.message}")
+    ok = res.success
+    popt = res.popt if ok else nan
+    pcov = res.pcov if ok else np.full((len(params),) * 2, np.nan)
+    attrs = {"nlsq_tier": res.tier.value, "nlsq_nfev": res.nfev, "nlsq_nit": res.nit,
+             "nlsq_cost": res.cost, "nlsq_status": res.status, "nlsq_message": res.message,
+             "nlsq_n_points_used": res.n_points_used,
+             "nlsq_explanation": res.selection.explain() if res.selection else ""}
+    return popt, pcov, np.int64(res.status), np.float64(res.cost), attrs
 
 
 # ----------------------------------------------------------------------------- per pixel
@@ -452,8 +495,10 @@ class _NLSQAccessor:
         xarray.Dataset
             ``[var]_curvefit_coefficients`` (``param``), ``[var]_curvefit_covariance``
             (``cov_i``, ``cov_j``), ``[var]_curvefit_status``, ``[var]_curvefit_cost``;
-            a global fit adds ``nlsq_tier``, ``nlsq_nfev``, ``nlsq_explanation``, ...
-            to the coefficients' attributes.
+            a global fit of numpy data adds ``nlsq_tier``, ``nlsq_nfev``,
+            ``nlsq_explanation``, ... to the coefficients' attributes. A global fit of
+            dask data is lazy (it runs on ``compute()``) and has no such attributes,
+            since they are known only once it ran; ``progress=True`` reports them.
         """
         return curvefit(self._obj, coords, func, reduce_dims=reduce_dims, skipna=skipna, p0=p0,
                         bounds=bounds, param_names=param_names, errors=errors, kwargs=kwargs,
