@@ -249,30 +249,14 @@ def plot_fit(result, x=None, y=None, *, model=None, ax=None, max_points: int = 5
     return fig
 
 
-_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
-
-
 def _value_error(value: float, error: float) -> str:
-    """``value ± error``: the error to 2 significant digits, the value to the same decimal
-    place, with a common power of ten when the numbers are large or small.
+    """``value ± error`` as :meth:`FitResult.summary` writes them (see
+    :func:`nlsq_dask.result.format_value_error`); the value alone when the error is NaN
+    or zero (it says nothing of the precision)."""
+    from .result import format_value_error
 
-    >>> _value_error(0.500123, 0.000312), _value_error(12345.6, 123), _value_error(1.23e-8, 4.5e-10)
-    ('0.50012 ± 0.00031', '12350 ± 120', '(1.230 ± 0.045)×10⁻⁸')
-
-    A NaN or zero error (no covariance) gives the value alone, an infinite one (the
-    parameter is not determined) ``value ± inf``.
-    """
-    value, error = float(value), float(error)
-    if not np.isfinite(value) or not np.isfinite(error) or error <= 0:
-        return f"{value:.6g}" + (" ± inf" if error == np.inf else "")
-    power = int(np.floor(np.log10(max(abs(value), error))))
-    power = power if power >= 5 or power <= -4 else 0
-    value, error = value / 10.0**power, error / 10.0**power
-    decimals = 1 - int(np.floor(np.log10(error)))
-    decimals = 1 - int(np.floor(np.log10(round(error, decimals))))   # 0.0996 -> 0.10
-    shown = [f"{round(v, decimals) + 0.0:.{max(decimals, 0)}f}" for v in (value, error)]
-    text = " ± ".join(shown)
-    return f"({text})×10{str(power).translate(_SUPERSCRIPT)}" if power else text
+    shown, err = format_value_error(value, error)
+    return shown if err in ("nan", "0") else f"{shown} ± {err}"
 
 
 def _title(result, popt) -> str:
@@ -338,6 +322,9 @@ def _log_ticks(lo: float, hi: float) -> np.ndarray:
     if not (below.any() and above.any()):                  # at the ends of float64
         return np.array([lo, hi])
     return ladder[(ladder >= ladder[below].max()) & (ladder <= ladder[above].min())]
+
+
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def _log_label(value: float, _pos=None) -> str:
