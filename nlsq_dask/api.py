@@ -67,23 +67,23 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         (``jnp.mean(x)``, ``jnp.sum``, ``x[0]``) or closes over an array with one value per
         point is refused with :class:`~nlsq_dask.NotPointwiseError`; pass such arrays as
         extra rows of ``x`` (``np.stack([t, target])``) or as a tuple.
-    x : array-like of shape (N,), (k, N) or (..., N), or tuple of arrays
+    x : array_like of shape (N,), (k, N) or (..., N), or tuple of arrays
         Independent variable(s): numpy, dask or xarray. The last axis is the point axis;
         the model receives ``x`` in the shape given.
-    y : 1-D array-like or scalar
+    y : 1-D array_like or scalar
         Observations (numpy, dask or xarray); a scalar is the same at every point.
-    p0 : array-like or dict, optional
+    p0 : array_like or dict, optional
         Initial parameters (default: scipy's: ones, or inside finite bounds the middle,
         ``lb + 1`` or ``ub - 1``); a dict ``{name: value}`` gives them by name, with the
         default for those it leaves out.
-    sigma : scalar, 1-D or 2-D array-like, optional
+    sigma : scalar, 1-D or 2-D array_like, optional
         Standard deviations of ``y`` (residuals are ``(model - y) / sigma``), or, 2-D,
         the covariance matrix of ``y`` as in ``curve_fit``: residuals are whitened by its
         Cholesky factor (a full matrix couples the points, so it needs in-memory data; a
         diagonal one is the same as its standard deviations, on every tier).
     absolute_sigma : bool
         As in ``curve_fit``: if False, ``pcov`` is scaled by the reduced χ².
-    bounds : 2-tuple of array-like, scipy.optimize.Bounds, or dict
+    bounds : 2-tuple of array_like, scipy.optimize.Bounds, or dict
         Lower and upper bounds on the parameters; a dict ``{name: (lower, upper)}`` gives
         them by name (xarray's ``curvefit`` form), unbounded for those it leaves out.
     loss, f_scale : str or callable, float, optional
@@ -117,7 +117,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     tr_solver : {'exact', 'lsmr'}, optional
         Accepted for scipy code: the trust-region subproblem is ``p × p`` and always
         solved exactly.
-    x_scale : 'jac' or array-like
+    x_scale : 'jac' or array_like
         Parameter scaling (default: MINPACK-style Jacobian column norms).
     reduction : {'normal', 'qr'}, optional
         Statistics as normal equations or TSQR factors.

@@ -558,7 +558,7 @@ def load_result(path, var: str | None = None) -> FitResult:
 
     Parameters
     ----------
-    path : str or path-like
+    path : str or path_like
         A zarr store or netCDF file written from :meth:`FitResult.to_dataset`; a JSON file
         of :meth:`FitResult.to_dict`; or an ``nlsq-dask fit`` output folder (its
         ``result.json``, which is that JSON; the ``result.zarr`` beside it is another

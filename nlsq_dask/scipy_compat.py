@@ -55,21 +55,21 @@ def curve_fit(f, xdata, ydata, p0=None, sigma=None, absolute_sigma=False, check_
     ----------
     f : callable
         ``f(x, *params)`` written with ``jax.numpy`` and pointwise in ``x``.
-    xdata : array-like of shape (N,), (k, N) or (..., N), tuple of arrays, or None
+    xdata : array_like of shape (N,), (k, N) or (..., N), tuple of arrays, or None
         The independent variable(s), numpy, dask or xarray; the last axis is the point
         axis. ``None`` hands ``f`` the point index ``0, 1, ..., N - 1``.
-    ydata : array-like of shape (N,), or scalar
+    ydata : array_like of shape (N,), or scalar
         The observations (a scalar is the same at every point).
-    p0 : array-like, optional
+    p0 : array_like, optional
         Initial guess (default: ones, or scipy's feasible start inside bounds).
-    sigma : None, scalar, (N,) or (N, N) array-like
+    sigma : None, scalar, (N,) or (N, N) array_like
         Standard deviations of ``ydata``, or its covariance matrix.
     absolute_sigma : bool
         As scipy: if False, ``pcov`` is scaled by the reduced χ².
     check_finite : bool, optional
         Raise on NaN or inf in the inputs (default: True unless ``nan_policy`` is
         given). For dask data the check happens in the first pass.
-    bounds : 2-tuple of array-like or scipy.optimize.Bounds
+    bounds : 2-tuple of array_like or scipy.optimize.Bounds
         Lower and upper bounds on the parameters.
     method : {'trf', 'dogbox', 'lm'}, optional
         Accepted as in scipy; all solved by one trust-region reflective algorithm.

@@ -51,7 +51,7 @@ def _unwrap(a, name: str):
     try:
         arr = np.asarray(a)
     except Exception as exc:  # ragged lists and the like
-        raise TypeError(f"{name} must be array-like of numbers; got {type(a).__name__}") from exc
+        raise TypeError(f"{name} must be an array of numbers; got {type(a).__name__}") from exc
     return arr
 
 
@@ -70,11 +70,11 @@ def prepare_inputs(x, y, sigma=None, nan_policy: str = "raise",
 
     Parameters
     ----------
-    x : array-like of shape (N,), (k, N) or (..., N), or tuple of 1-D array-likes
+    x : array_like of shape (N,), (k, N) or (..., N), or tuple of 1-D array_likes
         Independent variable(s); numpy, dask or xarray. The last axis is the point axis.
-    y : 1-D array-like or scalar
+    y : 1-D array_like or scalar
         Observations (a scalar is the same value at every point, as scipy broadcasts).
-    sigma : scalar, 1-D or 2-D array-like, optional
+    sigma : scalar, 1-D or 2-D array_like, optional
         Standard deviations of ``y``, or its covariance matrix (scipy's 2-D ``sigma``:
         diagonal ones become standard deviations; a full one needs in-memory data and is
         kept as its Cholesky factor).

@@ -63,7 +63,7 @@ def check_model(spec: ModelSpec, params, n_points: int | None = None) -> None:
     ----------
     spec : ModelSpec
         The model and how ``x`` is handed to it.
-    params : (p,) array-like
+    params : (p,) array_like
         Parameter values to evaluate at (the start).
     n_points : int, optional
         The data's number of points: a model that only traces at this length closes over

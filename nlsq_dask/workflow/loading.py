@@ -79,7 +79,7 @@ def load_yaml_config(path: str | os.PathLike | None = None) -> dict[str, dict]:
 
     Parameters
     ----------
-    path : str or path-like, optional
+    path : str or path_like, optional
         File to read. Without it, ``./nlsq.yaml`` is read if it exists,
         else ``{}`` is returned.
 
@@ -281,7 +281,7 @@ def resolve_config(
         Explicit config object.
     overrides : mapping, optional
         Explicit field values; None values are ignored.
-    yaml_path : str or path-like, optional
+    yaml_path : str or path_like, optional
         YAML file; default ``./nlsq.yaml`` when present.
     environ : mapping, optional
         Environment (default ``os.environ``).
