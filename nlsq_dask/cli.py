@@ -22,6 +22,7 @@ DEMO_P0 = (2.5, 0.6, 0.2)
 DEMO_NOISE = 0.05
 DEMO_CHUNK = 1_000_000
 DEMO_KEY = "nlsq_dask_demo"
+DEMO_DASHBOARD = "127.0.0.1:8787"  # dask's port, this machine only; another port when taken
 TIER_CHOICES = ("auto", "standard", "chunked", "streaming", "streaming_checkpoint")
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, DataChangedError, DataReadError)
 
@@ -77,6 +78,10 @@ def add_demo(sub) -> None:
     p.add_argument("--tier", choices=TIER_CHOICES, default="streaming",
                    help="workflow tier; 'auto' lets the selector choose (default: streaming)")
     p.add_argument("--seed", type=int, default=0, help="noise seed (default: 0)")
+    p.add_argument("--dashboard", action="store_true",
+                   help="serve dask's dashboard on this machine (port 8787, or a free one) "
+                        "and print its link before the fit; needs bokeh: "
+                        'pip install "nlsq-dask[dashboard]"')
     p.set_defaults(func=cmd_demo)
 
 
@@ -112,19 +117,53 @@ def demo_dataset(path: Path, n: int, seed: int) -> bool:
     return False
 
 
-def start_cluster(n_workers: int):
-    """``(cluster, client)``: an embedded LocalCluster, or ``(None, None)`` for 0 workers."""
+def start_cluster(n_workers: int, dashboard: bool = False):
+    """An embedded LocalCluster and its Client, or ``(None, None)`` for 0 workers.
+
+    Parameters
+    ----------
+    n_workers : int
+        Single-thread worker processes; 0 for none.
+    dashboard : bool
+        Serve dask's dashboard at :data:`DEMO_DASHBOARD` (another free port when that
+        one is taken; the cluster's ``dashboard_link`` has the port in use).
+
+    Returns
+    -------
+    tuple
+        ``(cluster, client)``.
+    """
     if n_workers == 0:
         return None, None
     import logging
+    import warnings
 
-    from distributed import Client, LocalCluster
+    from distributed import Client
 
-    # errors only: a worker's heartbeat racing the scheduler's shutdown at the end of the
-    # demo logs a warning with a traceback that means nothing to the user
-    cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=logging.ERROR)
+    from .cluster import local_cluster
+
+    with warnings.catch_warnings():
+        # "Port 8787 is already in use ... on port N instead": the printed link has N
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
+        # errors only: a worker's heartbeat racing the scheduler's shutdown at the end of
+        # the demo logs a warning with a traceback that means nothing to the user
+        cluster = local_cluster(n_workers, threads_per_worker=1, processes=True,
+                                dashboard_address=DEMO_DASHBOARD if dashboard else None,
+                                silence_logs=logging.ERROR)
     return cluster, Client(cluster)
+
+
+def check_dashboard(args) -> None:
+    """Raise ``ValueError`` before any work when ``--dashboard`` cannot be honoured."""
+    if not args.dashboard:
+        return
+    if args.workers == 0:
+        raise ValueError("--dashboard needs a cluster: use --workers 1 or more")
+    from .cluster import dashboard_missing
+
+    problem = dashboard_missing()
+    if problem:
+        raise ValueError(problem)
 
 
 def cmd_demo(args) -> int:
@@ -132,16 +171,19 @@ def cmd_demo(args) -> int:
 
     import nlsq_dask
 
+    check_dashboard(args)
     t0 = time.perf_counter()
     reused = demo_dataset(args.path, args.points, args.seed)
     print(f"data: {args.points:,} points in {args.path} "
           f"({'reused' if reused else 'written'}, {time.perf_counter() - t0:.2f} s)")
     x = da.from_zarr(str(args.path), component="x")
     y = da.from_zarr(str(args.path), component="y")
-    cluster, client = start_cluster(args.workers)
+    cluster, client = start_cluster(args.workers, dashboard=args.dashboard)
     try:
         if cluster is not None:
             print(f"cluster: LocalCluster, {args.workers} worker processes x 1 thread")
+            if args.dashboard:
+                print(f"dashboard: {cluster.dashboard_link}", flush=True)
         else:
             print("cluster: none (dask threaded scheduler)")
         tier = None if args.tier == "auto" else args.tier

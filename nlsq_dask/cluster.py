@@ -41,9 +41,68 @@ class ClusterHandle:
             self.cluster.close()
 
 
+DASHBOARD_INSTALL = 'pip install "nlsq-dask[dashboard]"'
+
+
+def dashboard_missing() -> str | None:
+    """Why dask's dashboard cannot be served here, or None when it can.
+
+    ``distributed`` serves its dashboard with bokeh, which ``pip install nlsq-dask``
+    does not bring: without it (or with a bokeh older than ``distributed``
+    requires) a cluster starts without the dashboard and its link answers only with
+    "Dask needs bokeh>=... for the dashboard". bokeh itself is not imported.
+
+    Returns
+    -------
+    str or None
+        A message naming ``pip install "nlsq-dask[dashboard]"``, or None when a
+        suitable bokeh is installed.
+    """
+    import importlib.util
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = importlib.util.find_spec("bokeh") is not None
+    except (ImportError, ValueError):  # a broken or blocked (sys.modules entry None) bokeh
+        found = False
+    if not found:
+        return f"dask's dashboard needs bokeh, which is not installed: {DASHBOARD_INSTALL}"
+    from distributed import versions
+
+    requirement = getattr(versions, "BOKEH_REQUIREMENT", None)
+    try:
+        have = version("bokeh")
+    except PackageNotFoundError:  # importable without metadata: let distributed judge
+        return None
+    if requirement is not None and not requirement.specifier.contains(have, prereleases=True):
+        return f"dask's dashboard needs {requirement}, not bokeh {have}: {DASHBOARD_INSTALL}"
+    return None
+
+
 def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
                   memory_limit="auto", processes: bool = True, **kwargs):
-    """A CPU ``distributed.LocalCluster`` (one single-threaded worker per core by default)."""
+    """A CPU ``distributed.LocalCluster`` (one single-threaded worker per core by default).
+
+    Parameters
+    ----------
+    n_workers : int, optional
+        Worker processes (default: one per core).
+    threads_per_worker : int
+        Threads of each worker.
+    memory_limit : str or int
+        Each worker's limit; ``"auto"`` splits ``distributed.system.MEMORY_LIMIT``
+        (host memory, cgroup and RSS limits) evenly between the workers.
+    processes : bool
+        Workers in processes (True) or threads of this process.
+    **kwargs
+        Passed to ``LocalCluster``; ``dashboard_address`` defaults to ``":0"`` (any
+        free port; served only when bokeh is installed, see
+        :func:`dashboard_missing`), ``silence_logs`` to ``logging.WARNING``.
+
+    Returns
+    -------
+    distributed.LocalCluster
+    """
     from distributed import LocalCluster
 
     import logging

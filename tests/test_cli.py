@@ -54,6 +54,7 @@ def test_demo_standard_end_to_end(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Traceback" not in proc.stderr
     assert "written" in proc.stdout and "LocalCluster, 2 worker processes" in proc.stdout
+    assert "dashboard:" not in proc.stdout  # only with --dashboard
     check_demo_output(proc.stdout, "standard")
 
     group = zarr.open_group(str(store), mode="r")
@@ -176,3 +177,91 @@ def test_parser_lists_commands_and_version(capsys):
         cli.main(["--version"])
     assert info.value.code == 0
     assert f"nlsq-dask {nlsq_dask.__version__}" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------- dashboard
+DASHBOARD_HINT = 'pip install "nlsq-dask[dashboard]"'
+
+
+def test_demo_dashboard_option_parses():
+    parser = cli.build_parser()
+    assert parser.parse_args(["demo"]).dashboard is False
+    assert parser.parse_args(["demo", "--dashboard", "--workers", "1"]).dashboard is True
+
+
+@pytest.fixture
+def no_cluster(monkeypatch):
+    """Fail the test if the demo starts a cluster."""
+    def start_cluster(*args, **kwargs):
+        raise AssertionError("the demo started a cluster")
+
+    monkeypatch.setattr(cli, "start_cluster", start_cluster)
+
+
+def test_dashboard_without_bokeh_fails_at_once(tmp_path, capsys, monkeypatch, no_cluster):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "bokeh" else real(name, *a))
+    store = tmp_path / "d.zarr"
+    assert cli.main(["demo", "--dashboard", "--points", "1000", "--path", str(store)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nlsq-dask: error: ") and DASHBOARD_HINT in err
+    assert "bokeh" in err and "Traceback" not in err
+    assert not store.exists()  # not even the data was written
+
+
+def test_dashboard_with_blocked_bokeh_module(monkeypatch):
+    from nlsq_dask.cluster import dashboard_missing
+
+    monkeypatch.setitem(sys.modules, "bokeh", None)  # `import bokeh` raises ImportError
+    assert DASHBOARD_HINT in dashboard_missing()
+
+
+def test_dashboard_with_too_old_bokeh(monkeypatch):
+    import importlib.metadata
+    import importlib.util
+
+    from nlsq_dask.cluster import dashboard_missing
+
+    real_spec, real_version = importlib.util.find_spec, importlib.metadata.version
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "bokeh" else real_spec(name, *a))
+    monkeypatch.setattr(importlib.metadata, "version",
+                        lambda name: "2.4.3" if name == "bokeh" else real_version(name))
+    message = dashboard_missing()
+    assert "not bokeh 2.4.3" in message and DASHBOARD_HINT in message
+
+
+def test_dashboard_needs_workers(tmp_path, capsys, no_cluster):
+    assert cli.main(["demo", "--dashboard", "--workers", "0", "--points", "1000",
+                     "--path", str(tmp_path / "d.zarr")]) == 2
+    assert "--dashboard needs a cluster" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_demo_dashboard_link_answers_during_the_fit(tmp_path, capsys, monkeypatch):
+    """The link is printed before the fit and the dashboard serves it while the fit runs."""
+    import urllib.request
+
+    pytest.importorskip("bokeh")
+    real_fit, seen = nlsq_dask.fit, {}
+
+    def fit(*args, **kwargs):
+        out = capsys.readouterr().out
+        links = re.findall(r"^dashboard: (http://\S+/status)$", out, flags=re.M)
+        assert len(links) == 1, out
+        with urllib.request.urlopen(links[0], timeout=60) as response:
+            seen["status"] = response.status
+            seen["page"] = response.read().decode(errors="replace")
+        return real_fit(*args, **kwargs)
+
+    monkeypatch.setattr(nlsq_dask, "fit", fit)
+    assert cli.main(["demo", "--dashboard", "--points", "20000", "--workers", "1",
+                     "--path", str(tmp_path / "d.zarr")]) == 0
+    # without bokeh distributed answers 200 too, with "Dask needs bokeh>=... for the dashboard"
+    assert seen["status"] == 200 and "needs bokeh" not in seen["page"]
+    assert "<title>" in seen["page"] and "Dask" in seen["page"]
+    check_demo_output(capsys.readouterr().out, "streaming")
+
