@@ -248,30 +248,43 @@ def package_versions() -> str:
     return ", ".join(parts)
 
 
+def memory_limit_origin(args) -> str:
+    """Where ``info``'s memory cap came from: the option, the variable, or ``nlsq.yaml``."""
+    import os
+
+    if args.memory_limit_gb is not None:
+        return "--memory-limit-gb"
+    if os.environ.get("NLSQ_MEMORY_LIMIT_GB", "").strip():
+        return "NLSQ_MEMORY_LIMIT_GB"
+    return "nlsq.yaml"
+
+
 def cmd_info(args) -> int:
     import os
     import platform
 
-    import psutil
-
     from nlsq_dask.workflow import (ClusterDetector, auto_select_workflow, get_memory_tier,
-                                    get_total_available_memory_gb, resolve_config)
-    from nlsq_dask.workflow.resources import GiB, get_gpu_free_memory_gb
+                                    resolve_config)
+    from nlsq_dask.workflow.resources import detect_host_memory, get_gpu_free_memory_gb
 
     config = resolve_config(preset=args.preset,
                             overrides={"goal": args.goal, "memory_limit_gb": args.memory_limit_gb})
-    vm = psutil.virtual_memory()
+    host = detect_host_memory()
     gpus = get_gpu_free_memory_gb()
     print(f"python {platform.python_version()} on {platform.system()} {platform.machine()}")
     print(f"packages: {package_versions()}")
     print(f"cpu: {os.cpu_count()} logical cores")
-    print(f"host memory: {vm.available / GiB:.1f} GiB available of {vm.total / GiB:.1f} GiB")
+    print(f"host memory: {host.describe()}")
+    if config.memory_limit_gb is not None:
+        print(f"memory limit: {config.memory_limit_gb:g} GiB ({memory_limit_origin(args)}); "
+              f"the selection counts {min(host.available_gb, config.memory_limit_gb):.1f} GiB "
+              "of host memory")
     if gpus:
         free = ", ".join(f"{g:.1f}" for g in gpus)
         print(f"gpus: {len(gpus)} visible, free memory (GiB): {free}")
     else:
         print("gpus: none visible")
-    total = get_total_available_memory_gb()
+    total = host.available_gb + sum(gpus)  # get_total_available_memory_gb(), detected once
     print(f"memory tier: {get_memory_tier(total).value} ({total:.1f} GiB host + GPU available)")
     cluster = ClusterDetector().detect()
     if cluster is None:

@@ -265,3 +265,27 @@ def test_demo_dashboard_link_answers_during_the_fit(tmp_path, capsys, monkeypatc
     assert "<title>" in seen["page"] and "Dask" in seen["page"]
     check_demo_output(capsys.readouterr().out, "streaming")
 
+
+# ----------------------------------------------------------------------------- info: memory
+def test_info_names_the_memory_source(capsys, monkeypatch):
+    from nlsq_dask.workflow import resources
+
+    host = resources.HostMemory(total_gb=4.0, available_gb=3.0, source="cgroup",
+                                limit="/sys/fs/cgroup/memory.max", machine_total_gb=256.0,
+                                machine_available_gb=200.0)
+    monkeypatch.setattr(resources, "detect_host_memory", lambda: host)
+    monkeypatch.setattr(resources, "get_gpu_free_memory_gb", lambda: [])
+    assert cli.main(["info", "--points", "1000"]) == 0
+    out = capsys.readouterr().out
+    assert ("host memory: 3.0 GiB available of 4.0 GiB (cgroup; limit "
+            "/sys/fs/cgroup/memory.max; the machine: 200.0 of 256.0 GiB)") in out
+    assert "memory tier: low (3.0 GiB host + GPU available)" in out
+    assert "memory limit:" not in out
+
+    monkeypatch.setenv("NLSQ_MEMORY_LIMIT_GB", "2")
+    assert cli.main(["info", "--points", "1000"]) == 0
+    assert ("memory limit: 2 GiB (NLSQ_MEMORY_LIMIT_GB); the selection counts 2.0 GiB of "
+            "host memory") in capsys.readouterr().out
+    assert cli.main(["info", "--points", "1000", "--memory-limit-gb", "8"]) == 0
+    assert ("memory limit: 8 GiB (--memory-limit-gb); the selection counts 3.0 GiB"
+            in capsys.readouterr().out)
