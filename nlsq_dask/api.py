@@ -15,7 +15,7 @@ import numpy as np
 
 from .arguments import (check_finite_flag, check_flag, check_jac, check_method, check_tolerances,
                         check_tr_solver, default_p0, merge_maxfev, prepare_bounds,
-                        prepare_p0, prepare_x_scale)
+                        prepare_p0, prepare_x_scale, workflow_choice)
 from .errors import FitWarning
 from .parameters import FixedParameters, named_bounds, named_p0
 from .result import FitResult
@@ -55,7 +55,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         method=None, jac=None, check_finite=None, tr_solver=None, x_scale="jac",
         reduction=None, nan_policy="raise", missing_chunks="raise", client=None, chunk_size=None,
         memory_limit_gb=None, split_every=None, progress=False, callback=None, yaml_path=None,
-        fixed=None, **engine_options) -> FitResult:
+        fixed=None, workflow=None, **engine_options) -> FitResult:
     """Fit ``model(x, *params)`` to ``y`` by nonlinear least squares.
 
     Parameters
@@ -150,6 +150,10 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         winning start's full-data fit (the starts themselves run batched).
     yaml_path : path, optional
         ``nlsq.yaml`` to read (default ``./nlsq.yaml`` when present).
+    workflow : str or WorkflowConfig, optional
+        NLSQ's spelling: ``'auto'`` (the default: the selector decides), a preset name
+        (the spec's seven or NLSQ's own names and aliases, as ``preset=``), or a
+        ``WorkflowConfig`` (as ``config=``).
     fixed : dict or list of str, optional
         Parameters held fixed: ``{name: value}``, or names whose values ``p0`` gives. They
         leave the solve (the model is called with their values); in the result their
@@ -227,6 +231,7 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     for key in CHECKPOINT_FIELDS:
         if key in engine_options:
             overrides[key] = engine_options.pop(key)
+    preset, config = workflow_choice(workflow, preset, config)
     cfg = resolve_config(preset=preset, config=config, overrides=overrides, yaml_path=yaml_path)
     enable_compilation_cache(cfg.compilation_cache)
     check_loss(cfg.loss)

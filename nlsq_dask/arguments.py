@@ -158,3 +158,23 @@ def check_tolerances(ftol, xtol, gtol, method: str, explicit) -> None:
             warnings.warn(f"Setting `{name}` below the machine epsilon ({EPS:.2e}) "
                           "effectively disables the corresponding termination condition.",
                           UserWarning, stacklevel=3)
+
+
+def workflow_choice(workflow, preset, config):
+    """NLSQ's ``fit(workflow=...)`` as ``(preset, config)``: ``'auto'`` (or None) leaves
+    them, a name is a preset (NLSQ's names included), a ``WorkflowConfig`` is the config."""
+    if workflow is None or (isinstance(workflow, str) and workflow.lower() == "auto"):
+        return preset, config
+    if isinstance(workflow, str):
+        if preset is not None and preset != workflow:
+            raise TypeError(f"give workflow= or preset=, not both (got workflow={workflow!r}, "
+                            f"preset={preset!r})")
+        return workflow, config
+    from .workflow import WorkflowConfig
+
+    if isinstance(workflow, WorkflowConfig):
+        if config is not None and config is not workflow:
+            raise TypeError("give workflow= or config=, not both: both are a WorkflowConfig")
+        return preset, workflow
+    raise TypeError(f"workflow must be 'auto', a preset name or a WorkflowConfig; got "
+                    f"{type(workflow).__name__}")

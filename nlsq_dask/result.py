@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .job_output import jsonable
+from .result_nlsq import NLSQResultAccess
 from .workflow import Selection, WorkflowConfig, WorkflowTier, parse_enum
 
 #: what ``fit()`` attaches: references to the caller's model and data, never pickled,
@@ -36,7 +37,7 @@ _INT32_MAX = 2**31 - 1        # netCDF3 (scipy's writer) holds no larger integer
 
 
 @dataclass(eq=False)
-class FitResult:
+class FitResult(NLSQResultAccess):
     """Everything a fit produced.
 
     ``popt, pcov = result``, ``result[0]`` and ``len(result) == 2`` work as with
@@ -102,6 +103,8 @@ class FitResult:
         yield self.pcov
 
     def __getitem__(self, index):
+        if isinstance(index, str):           # NLSQ's result is a dict: result["pcov"]
+            return self.item(index)
         return (self.popt, self.pcov)[index]
 
     def __len__(self) -> int:
