@@ -11,7 +11,8 @@ from .api import fit
 from .errors import (CheckpointError, DataChangedError, DataReadError, FitWarning,
                      InsufficientDataError, MissingChunksError, NotPointwiseError)
 from .registration import register_accessor
-from .result import FitResult, load_result
+from .result import FitResult
+from .result_io import load_result
 from .scipy_compat import curve_fit
 from .workflow import (WORKFLOW_PRESETS, ClusterDetector, ClusterInfo, DatasetSizeTier,
                        MemoryTier, OptimizationGoal, WorkflowConfig, WorkflowSelector,

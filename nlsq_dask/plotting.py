@@ -251,9 +251,9 @@ def plot_fit(result, x=None, y=None, *, model=None, ax=None, max_points: int = 5
 
 def _value_error(value: float, error: float) -> str:
     """``value ± error`` as :meth:`FitResult.summary` writes them (see
-    :func:`nlsq_dask.result.format_value_error`); the value alone when the error is NaN
+    :func:`nlsq_dask.report.format_value_error`); the value alone when the error is NaN
     or zero (it says nothing of the precision)."""
-    from .result import format_value_error
+    from .report import format_value_error
 
     shown, err = format_value_error(value, error)
     return shown if err in ("nan", "0") else f"{shown} ± {err}"

@@ -19,7 +19,7 @@ import xarray as xr
 
 import nlsq_dask
 from nlsq_dask import FitResult, WorkflowConfig, WorkflowTier, load_result
-from nlsq_dask.result import format_seconds, format_value_error
+from nlsq_dask.report import format_seconds, format_value_error
 from nlsq_dask.solver import Status
 from nlsq_dask.workflow import Selection
 
@@ -383,7 +383,7 @@ def test_format_value_error_digits():
 
 
 def test_relative_error_digits():
-    from nlsq_dask.result import _significant
+    from nlsq_dask.report import _significant
 
     assert [_significant(v) for v in (0.99962, 0.0123, 9.7, 16.2, 123.4)] == \
         ["1.0", "0.012", "9.7", "16", "123"]
