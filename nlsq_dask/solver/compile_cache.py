@@ -21,10 +21,10 @@ import os
 import sys
 
 log = logging.getLogger("nlsq_dask")
-# Programs that compile faster than this are not worth a disk round trip. Well below
-# the smallest of nlsq_dask's (the LM's start, ~0.1 s; the pointwise check, ~0.07 s), so
-# a second process finds every one of them and none is stored or not by chance.
-MIN_COMPILE_SECONDS = 0.02
+# Every program is stored, however fast it compiled: with any threshold, programs that
+# compile in about that time (the LM's start takes ~0.04 s, the pointwise check's pieces
+# ~0.01 s, more under load) would be stored by one process and not by the next, by chance.
+MIN_COMPILE_SECONDS = 0.0
 _STATE: dict[str, object] = {}
 
 
