@@ -11,10 +11,11 @@ from .enums import (
     OptimizationGoal,
     WorkflowTier,
     adaptive_tolerance,
+    calculate_adaptive_tolerances,
     parse_enum,
 )
 from .loading import get_env_overrides, load_yaml_config, resolve_config, yaml_to_overrides
-from .presets import WORKFLOW_PRESETS
+from .presets import DEPRECATED_PRESET_ALIASES, NLSQ_PRESETS, WORKFLOW_PRESETS
 from .resources import ResourceSnapshot, get_memory_tier, get_total_available_memory_gb
 from .selector import DatasetProfile, Selection, WorkflowSelector, auto_select_workflow
 
@@ -25,6 +26,8 @@ __all__ = [
     "MemoryTier",
     "WorkflowConfig",
     "WORKFLOW_PRESETS",
+    "NLSQ_PRESETS",
+    "DEPRECATED_PRESET_ALIASES",
     "WorkflowSelector",
     "Selection",
     "DatasetProfile",
@@ -39,5 +42,6 @@ __all__ = [
     "get_env_overrides",
     "resolve_config",
     "adaptive_tolerance",
+    "calculate_adaptive_tolerances",
     "parse_enum",
 ]

@@ -4,6 +4,10 @@
 choose, ``goal=None`` is balanced (no goal modifiers), ``ftol/xtol/gtol=None``
 are filled from the adaptive tolerance table by dataset size
 (:meth:`WorkflowConfig.with_adaptive_tolerances`).
+
+Configs saved by NLSQ's ``WorkflowConfig.to_dict`` (upper-case enum names, ``n_starts=0``,
+its ``_preset`` key) load with :meth:`WorkflowConfig.from_dict`; :attr:`WorkflowConfig.preset`
+names the preset a config came from, as NLSQ's does.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .enums import OptimizationGoal, WorkflowTier, adaptive_tolerance, parse_enum
-from .presets import preset_overrides
+from .presets import canonical_preset_name, preset_overrides
 
 __all__ = [
     "WorkflowConfig",
@@ -44,6 +48,8 @@ CLUSTER_KEYS = (
 _CLUSTER_INT_KEYS = ("nodes", "gpus_per_node", "cores_per_node", "processes_per_node",
                      "n_workers", "threads_per_worker")
 _TOLERANCES = ("ftol", "xtol", "gtol")
+#: the private field NLSQ's to_dict/from_dict carry: the preset a config came from
+_PRESET_KEY = "_preset"
 
 
 def _is_int(v: object) -> bool:
@@ -70,7 +76,8 @@ class WorkflowConfig:
     enable_multistart : bool
         Run several starts and keep the best.
     n_starts : int
-        Number of starts when multi-start is enabled (>= 1).
+        Number of starts when multi-start is enabled (>= 0; 0 or 1 is a single start,
+        NLSQ's 0 meaning "no multi-start").
     sampler : {'lhs', 'sobol', 'halton'}
         Sampler generating the starting points.
     center_on_p0 : bool
@@ -111,6 +118,11 @@ class WorkflowConfig:
         Keep compiled kernels in JAX's persistent compilation cache, so a new process
         does not compile them again: True (default, in the user's cache directory),
         False, or a directory (``NLSQ_COMPILATION_CACHE``).
+    _preset : str, optional
+        The preset this config came from (NLSQ's private field; read it as
+        :attr:`preset`). Set by :meth:`from_preset`, kept by :meth:`to_dict` /
+        :meth:`from_dict`, cleared by :meth:`with_overrides` and
+        :meth:`with_adaptive_tolerances`; not compared by ``==``.
     """
 
     tier: WorkflowTier | None = None
@@ -138,6 +150,7 @@ class WorkflowConfig:
     tournament: bool = False
     cluster: dict | None = field(default=None, hash=False)
     compilation_cache: bool | str = True
+    _preset: str | None = field(default=None, repr=False, compare=False)
 
     # ------------------------------------------------------------------ validation
     def __post_init__(self) -> None:
@@ -152,7 +165,7 @@ class WorkflowConfig:
             v = getattr(self, name)
             if not isinstance(v, bool):
                 raise TypeError(f"{name} must be a bool (True/False); got {type(v).__name__} {v!r}")
-        self._check_int("n_starts", minimum=1)
+        self._check_int("n_starts", minimum=0)
         self._check_int("checkpoint_frequency", minimum=1)
         self._check_int("split_every", minimum=2)
         self._check_int("validation_passes", minimum=0)
@@ -174,6 +187,9 @@ class WorkflowConfig:
                     raise TypeError(f"{name} must be a str or None; got {type(v).__name__} {v!r}")
         if self.cluster is not None:
             setv("cluster", _validate_cluster(self.cluster))
+        if self._preset is not None and not isinstance(self._preset, str):
+            raise TypeError(f"_preset (the preset name) must be a str or None; got "
+                            f"{type(self._preset).__name__} {self._preset!r}")
         cache = self.compilation_cache
         if hasattr(cache, "__fspath__"):
             setv("compilation_cache", str(cache.__fspath__()))
@@ -214,8 +230,13 @@ class WorkflowConfig:
     # ------------------------------------------------------------------ conversion
     @classmethod
     def field_names(cls) -> tuple[str, ...]:
-        """Names of all configuration fields, in declaration order."""
-        return tuple(f.name for f in dataclasses.fields(cls))
+        """Names of all configuration fields, in declaration order (not ``_preset``)."""
+        return tuple(f.name for f in dataclasses.fields(cls) if f.name != _PRESET_KEY)
+
+    @property
+    def preset(self) -> str | None:
+        """Name of the preset this config came from (lower case), None if none."""
+        return self._preset
 
     @classmethod
     def check_keys(cls, keys, where: str = "WorkflowConfig") -> None:
@@ -236,7 +257,11 @@ class WorkflowConfig:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-safe dict of all fields (enums as their string values)."""
+        """JSON-safe dict of all fields (enums as their string values) and ``_preset``.
+
+        NLSQ's keys are all there (``tier``, ``goal``, the tolerances, the multi-start,
+        memory and checkpoint fields, ``_preset``), with this package's fields beside.
+        """
         out: dict[str, Any] = {}
         for name in self.field_names():
             v = getattr(self, name)
@@ -248,6 +273,7 @@ class WorkflowConfig:
                 v = str(v) if type(v).__str__ is not object.__str__ else \
                     f"callable:{getattr(v, '__qualname__', type(v).__name__)}"
             out[name] = v
+        out[_PRESET_KEY] = self._preset
         return out
 
     @classmethod
@@ -257,7 +283,9 @@ class WorkflowConfig:
         Parameters
         ----------
         d : dict
-            Field names to values; missing fields take their defaults.
+            Field names to values; missing fields take their defaults. A dict saved
+            by NLSQ's ``WorkflowConfig.to_dict`` reads as is (enum names in any case,
+            its ``_preset`` key).
 
         Raises
         ------
@@ -267,29 +295,50 @@ class WorkflowConfig:
         """
         if not isinstance(d, dict):
             raise TypeError(f"d must be a dict of WorkflowConfig fields; got {type(d).__name__}")
-        cls.check_keys(d)
+        cls.check_keys(k for k in d if k != _PRESET_KEY)
         return cls(**d)
 
     @classmethod
     def from_preset(cls, name: str) -> WorkflowConfig:
-        """Config of the named preset (see ``WORKFLOW_PRESETS``).
+        """Config of the named preset, with :attr:`preset` set to its name.
+
+        Parameters
+        ----------
+        name : str
+            One of ``WORKFLOW_PRESETS`` (the spec's seven), of ``NLSQ_PRESETS``
+            (NLSQ's other names) or of ``DEPRECATED_PRESET_ALIASES``; any case.
+
+        Returns
+        -------
+        WorkflowConfig
+
+        Warns
+        -----
+        DeprecationWarning
+            For NLSQ's deprecated aliases (``preset`` is then the name it stands for).
 
         Raises
         ------
         ValueError
             If the preset is unknown; the message lists the preset names.
         """
-        return cls.from_dict(preset_overrides(name))
+        key = canonical_preset_name(name, stacklevel=2)
+        return cls.from_dict({**preset_overrides(key), _PRESET_KEY: key})
 
     def with_overrides(self, **kwargs: Any) -> WorkflowConfig:
         """Copy with the given fields replaced (validated).
+
+        As NLSQ's, a copy with any field replaced no longer names a preset
+        (:attr:`preset` None) unless ``_preset`` is given too.
 
         Raises
         ------
         ValueError
             On an unknown field name or an invalid value.
         """
-        self.check_keys(kwargs)
+        self.check_keys(k for k in kwargs if k != _PRESET_KEY)
+        if kwargs:
+            kwargs.setdefault(_PRESET_KEY, None)
         return dataclasses.replace(self, **kwargs)
 
     def differences(self, other: WorkflowConfig | None = None) -> dict[str, Any]:
@@ -317,10 +366,11 @@ class WorkflowConfig:
         """Copy with tolerances that are None filled by :func:`adaptive_tolerance`.
 
         Explicitly set tolerances are kept. The config's goal shifts the table
-        (QUALITY one tier tighter, FAST one looser).
+        (QUALITY one tier tighter, FAST one looser). The copy names no preset, as
+        NLSQ's.
         """
         ftol, xtol, gtol = self.resolved_tolerances(n_points)
-        return dataclasses.replace(self, ftol=ftol, xtol=xtol, gtol=gtol)
+        return self.with_overrides(ftol=ftol, xtol=xtol, gtol=gtol)
 
     def with_goal_defaults(self) -> WorkflowConfig:
         """Copy with the goal's modifiers applied to fields still at defaults.

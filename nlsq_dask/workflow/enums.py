@@ -12,6 +12,12 @@ Dataset size tiers (lower edge inclusive)::
     100_000 <= n < 1_000_000     LARGE       1e-7
     1_000_000 <= n < 10_000_000  VERY_LARGE  1e-6
     n >= 10_000_000              MASSIVE     1e-5
+
+NLSQ's spellings work too: :meth:`OptimizationGoal.normalize`,
+:attr:`DatasetSizeTier.max_points`, :attr:`MemoryTier.max_memory_gb` and
+:attr:`MemoryTier.description`, :meth:`MemoryTier.from_available_memory_gb`,
+:func:`calculate_adaptive_tolerances` (a dict) and ``DatasetSizeTier.HUGE`` (here
+another name of MASSIVE: the table above has no tier between 10M and 100M points).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ __all__ = [
     "DatasetSizeTier",
     "parse_enum",
     "adaptive_tolerance",
+    "calculate_adaptive_tolerances",
 ]
 
 E = TypeVar("E", bound=enum.Enum)
@@ -66,8 +73,8 @@ class OptimizationGoal(_StrEnum):
     """Optimization objective shaping tolerances, multi-start and tiering.
 
     FAST loosens tolerances one tier; QUALITY tightens one tier and adds
-    validation restarts; ROBUST and GLOBAL add multi-start; MEMORY_EFFICIENT
-    prefers streaming with small partitions.
+    validation restarts; ROBUST and GLOBAL add multi-start (5 and 20 starts);
+    MEMORY_EFFICIENT prefers streaming with small partitions.
     """
 
     FAST = "fast"
@@ -75,6 +82,28 @@ class OptimizationGoal(_StrEnum):
     GLOBAL = "global"
     MEMORY_EFFICIENT = "memory_efficient"
     QUALITY = "quality"
+
+    @classmethod
+    def normalize(cls, goal: OptimizationGoal | str | None) -> OptimizationGoal | None:
+        """The goal with GLOBAL read as ROBUST, as NLSQ's ``OptimizationGoal.normalize``.
+
+        GLOBAL and ROBUST share tolerances and tier selection; here GLOBAL's default
+        start count is larger (20, ROBUST's 5), which this mapping does not keep.
+
+        Parameters
+        ----------
+        goal : OptimizationGoal or str or None
+            A member, or its value or name in any case.
+
+        Returns
+        -------
+        OptimizationGoal or None
+            ROBUST for GLOBAL, the goal itself otherwise; None for None.
+        """
+        if goal is None:
+            return None
+        goal = parse_enum(cls, goal, "goal")
+        return cls.ROBUST if goal is cls.GLOBAL else goal
 
 
 def parse_enum(cls: type[E], value: object, argname: str) -> E:
@@ -109,10 +138,19 @@ def parse_enum(cls: type[E], value: object, argname: str) -> E:
             f"got {type(value).__name__} {value!r}"
         )
     key = value.strip().lower()
-    for member in cls:
-        if member.value == key or member.name.lower() == key:
+    for name, member in cls.__members__.items():     # names of aliases included
+        if member.value == key or name.lower() == key:
             return member
     raise ValueError(f"{argname}={value!r} is not a valid {cls.__name__}; expected one of {valid}")
+
+
+# value -> (upper bound exclusive in GB, NLSQ's description), in tier order
+_MEMORY_TABLE = {
+    "low": (16.0, "Constrained memory (<16GB)"),
+    "medium": (64.0, "Standard memory (16-64GB)"),
+    "high": (128.0, "High memory (64-128GB)"),
+    "very_high": (float("inf"), "Very high memory (>128GB)"),
+}
 
 
 class MemoryTier(_StrEnum):
@@ -125,6 +163,16 @@ class MemoryTier(_StrEnum):
     MEDIUM = "medium"
     HIGH = "high"
     VERY_HIGH = "very_high"
+
+    @property
+    def max_memory_gb(self) -> float:
+        """Upper edge of the tier in GB (exclusive; ``inf`` for VERY_HIGH)."""
+        return _MEMORY_TABLE[self.value][0]
+
+    @property
+    def description(self) -> str:
+        """The tier in words, e.g. ``'Standard memory (16-64GB)'``."""
+        return _MEMORY_TABLE[self.value][1]
 
     @classmethod
     def from_memory_gb(cls, gb: float) -> MemoryTier:
@@ -139,13 +187,29 @@ class MemoryTier(_StrEnum):
         -------
         MemoryTier
         """
-        gb = _check_nonneg_number(gb, "gb")
-        if gb < 16:
-            return cls.LOW
-        if gb < 64:
-            return cls.MEDIUM
-        if gb < 128:
-            return cls.HIGH
+        return cls._classify(gb, "gb")
+
+    @classmethod
+    def from_available_memory_gb(cls, available_memory_gb: float) -> MemoryTier:
+        """Classify available memory, NLSQ's spelling of :meth:`from_memory_gb`.
+
+        Parameters
+        ----------
+        available_memory_gb : float
+            Memory in GB, non-negative.
+
+        Returns
+        -------
+        MemoryTier
+        """
+        return cls._classify(available_memory_gb, "available_memory_gb")
+
+    @classmethod
+    def _classify(cls, gb: object, argname: str) -> MemoryTier:
+        gb = _check_nonneg_number(gb, argname)
+        for member in cls:
+            if gb < member.max_memory_gb:
+                return member
         return cls.VERY_HIGH
 
 
@@ -169,6 +233,8 @@ class DatasetSizeTier(_StrEnum):
     LARGE = "large"
     VERY_LARGE = "very_large"
     MASSIVE = "massive"
+    #: NLSQ's tier of 10M-100M points: here part of MASSIVE (the same member)
+    HUGE = "massive"
 
     @classmethod
     def from_n_points(cls, n: int) -> DatasetSizeTier:
@@ -188,9 +254,14 @@ class DatasetSizeTier(_StrEnum):
         if n < 0:
             raise ValueError(f"n_points must be >= 0; got {n}")
         for member in cls:
-            if n < _SIZE_TABLE[member.value][0]:
+            if n < member.max_points:
                 return member
         return cls.MASSIVE  # pragma: no cover - inf bound
+
+    @property
+    def max_points(self) -> float:
+        """Upper edge of the tier in points (exclusive; ``inf`` for MASSIVE)."""
+        return _SIZE_TABLE[self.value][0]
 
     @property
     def tolerance(self) -> float:
@@ -228,6 +299,26 @@ def adaptive_tolerance(n_points: int, goal: OptimizationGoal | str | None = None
         elif goal is OptimizationGoal.FAST:
             tier = tier.shifted(+1)
     return tier.tolerance
+
+
+def calculate_adaptive_tolerances(n_points: int, goal: OptimizationGoal | str | None = None
+                                  ) -> dict[str, float]:
+    """NLSQ's form of :func:`adaptive_tolerance`: the tolerance under each name.
+
+    Parameters
+    ----------
+    n_points : int
+        Number of data points.
+    goal : OptimizationGoal or str, optional
+        As in :func:`adaptive_tolerance` (QUALITY one tier tighter, FAST one looser).
+
+    Returns
+    -------
+    dict
+        ``{'gtol': t, 'ftol': t, 'xtol': t}``.
+    """
+    tol = adaptive_tolerance(n_points, goal)
+    return {"gtol": tol, "ftol": tol, "xtol": tol}
 
 
 def _check_nonneg_number(value: object, argname: str) -> float:
