@@ -20,12 +20,17 @@ from nlsq_dask.workflow import (
     DEPRECATED_PRESET_ALIASES,
     NLSQ_PRESETS,
     WORKFLOW_PRESETS,
+    DatasetProfile,
     DatasetSizeTier,
     MemoryTier,
     OptimizationGoal,
+    ResourceSnapshot,
+    Selection,
     WorkflowConfig,
+    WorkflowSelector,
     WorkflowTier,
     adaptive_tolerance,
+    auto_select_workflow,
     calculate_adaptive_tolerances,
 )
 
@@ -41,6 +46,16 @@ NLSQ_ALIASES = {"xpcs": "precision_standard", "saxs": "precision_standard",
                 "kinetics": "precision_standard", "dose_response": "precision_high",
                 "imaging": "streaming_large", "materials": "precision_standard",
                 "binding": "precision_standard", "synchrotron": "streaming_large"}
+
+
+@pytest.fixture
+def machine(monkeypatch):
+    """NLSQ's form of select() detects resources: pin them to a 64 GiB, 8-thread host."""
+    def detect(cls, client=None, memory_limit_gb=None):
+        host = 64.0 if memory_limit_gb is None else min(64.0, memory_limit_gb)
+        return ResourceSnapshot(host_memory_gb=host, n_threads=8)
+
+    monkeypatch.setattr(ResourceSnapshot, "detect", classmethod(detect))
 
 
 # ----------------------------------------------------------------------------- enums
@@ -310,6 +325,97 @@ def test_n_starts_zero_fits_a_single_start():
     np.testing.assert_allclose(result.popt, [2.0, 0.7, 0.1], rtol=1e-6)
     diag = result.multistart_diagnostics
     assert diag["bypassed"] is True and diag["n_starts_evaluated"] == 0
+
+
+# ----------------------------------------------------------------------------- selector
+def test_selector_takes_memory_limit_gb():
+    assert WorkflowSelector(memory_limit_gb=8.0).memory_limit_gb == 8.0
+    assert WorkflowSelector(8.0).memory_limit_gb == 8.0  # NLSQ's first positional
+    assert WorkflowSelector().memory_limit_gb is None
+    with pytest.raises(ValueError, match="memory_limit_gb must be a positive number"):
+        WorkflowSelector(memory_limit_gb=0)
+
+
+def test_select_in_nlsq_form_returns_a_config(machine):
+    selector = WorkflowSelector(memory_limit_gb=8.0)
+    config = selector.select(n_points=5_000, n_params=5)
+    assert isinstance(config, WorkflowConfig)
+    assert config.tier is WorkflowTier.STANDARD
+    assert (config.gtol, config.ftol, config.xtol) == (1e-10,) * 3
+    assert config.memory_limit_gb == 8.0
+    assert selector.select(5_000, 5) == config  # positional, as NLSQ's
+
+
+def test_select_in_nlsq_form_applies_the_goal(machine):
+    selector = WorkflowSelector(memory_limit_gb=200.0)
+    quality = selector.select(n_points=5_000, n_params=5, goal=OptimizationGoal.QUALITY)
+    assert quality.goal is OptimizationGoal.QUALITY and quality.gtol == 1e-12
+    assert quality.validation_passes == 3
+    fast = selector.select(5_000, 5, OptimizationGoal.FAST)
+    assert not fast.enable_multistart and fast.gtol == 1e-8
+    robust = selector.select(5_000, 5, "robust")
+    assert robust.enable_multistart and robust.n_starts == 5
+
+
+def test_select_in_nlsq_form_streams_what_memory_cannot_hold(machine):
+    config = WorkflowSelector(memory_limit_gb=8.0).select(n_points=5_000_000_000, n_params=5)
+    assert config.tier is WorkflowTier.STREAMING
+    lean = WorkflowSelector(memory_limit_gb=8.0).select(
+        n_points=50_000_000, n_params=5, goal=OptimizationGoal.MEMORY_EFFICIENT)
+    assert lean.tier is WorkflowTier.STREAMING
+
+
+def test_select_forms_are_told_apart():
+    selector = WorkflowSelector()
+    with pytest.raises(TypeError, match="both by position and by name"):
+        selector.select(5_000, 5, "fast", goal="fast")
+    with pytest.raises(TypeError, match="needs n_points and n_params"):
+        selector.select(n_points=5_000)
+    with pytest.raises(TypeError, match="goal= goes with select"):
+        selector.select(DatasetProfile(5_000, 5), ResourceSnapshot(host_memory_gb=8.0),
+                        goal="fast")
+    sel = selector.select(DatasetProfile(5_000, 5), ResourceSnapshot(host_memory_gb=8.0))
+    assert isinstance(sel, Selection)
+
+
+def test_selector_memory_limit_caps_the_profile_form_too():
+    big = ResourceSnapshot(host_memory_gb=64.0, n_threads=8)
+    profile = DatasetProfile(10**8, 10)
+    assert WorkflowSelector().select(profile, big).tier is WorkflowTier.STANDARD
+    sel = WorkflowSelector(memory_limit_gb=1.0).select(profile, big)
+    assert sel.tier is not WorkflowTier.STANDARD and sel.config.memory_limit_gb == 1.0
+    # a config's own lower cap stays
+    sel = WorkflowSelector(memory_limit_gb=4.0).select(
+        profile, big, WorkflowConfig(memory_limit_gb=2.0))
+    assert sel.config.memory_limit_gb == 2.0
+
+
+def test_auto_select_workflow_with_nlsq_arguments_reads_like_a_config(machine):
+    sel = auto_select_workflow(n_points=5_000, n_params=5, goal=OptimizationGoal.QUALITY,
+                               memory_limit_gb=200.0)
+    assert sel is not None and sel.tier is WorkflowTier.STANDARD
+    for field in WorkflowConfig.field_names():
+        assert getattr(sel, field) == getattr(sel.config, field), field
+    assert sel.gtol == 1e-12 and sel.preset is None
+    with pytest.raises(AttributeError, match="'Selection' object has no attribute 'bogus'"):
+        sel.bogus
+    streamed = auto_select_workflow(n_points=50_000_000_000, n_params=5, memory_limit_gb=8.0)
+    assert streamed.tier is WorkflowTier.STREAMING
+
+
+def test_config_from_nlsq_select_fits(machine):
+    pytest.importorskip("jax")
+    import jax.numpy as jnp
+
+    x = np.linspace(0.0, 4.0, 300)
+    y = 1.5 * np.exp(-0.4 * x)
+
+    def decay(x, a, b):
+        return a * jnp.exp(-b * x)
+
+    config = WorkflowSelector().select(n_points=x.size, n_params=2)
+    popt, _ = nlsq_dask.fit(decay, x, y, p0=[1.0, 1.0], workflow=config)
+    np.testing.assert_allclose(popt, [1.5, 0.4], rtol=1e-6)
 
 
 # ----------------------------------------------------------------------------- exports

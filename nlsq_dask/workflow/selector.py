@@ -19,6 +19,11 @@ of one GPU when a GPU is visible. Partition size: ``config.chunk_size``, else
 the lazy data's own partitions, else the most points whose working set
 ``n*(k+2)*8 + n*p*8`` fits ``min(256 MiB, s * worker memory / threads)``
 (64 MiB for MEMORY_EFFICIENT), as a multiple of 4096 (at least 4096).
+
+NLSQ's spellings work too: ``WorkflowSelector(memory_limit_gb=8.0).select(n_points=...,
+n_params=..., goal=...)`` returns the chosen configuration (a :class:`WorkflowConfig`, which
+``fit(config=...)`` or ``fit(workflow=...)`` takes), and the :class:`Selection` that
+:func:`auto_select_workflow` returns reads like its configuration (``selection.n_starts``).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from .config import WorkflowConfig
+from .config import WorkflowConfig, _is_int
 from .enums import DatasetSizeTier, OptimizationGoal, WorkflowTier
 from .resources import GiB, ResourceSnapshot
+
+_CONFIG_ATTRS = frozenset(WorkflowConfig.field_names()) | {"preset"}
 
 __all__ = ["DatasetProfile", "Selection", "WorkflowSelector", "auto_select_workflow",
            "format_bytes"]
@@ -53,7 +60,7 @@ def format_bytes(n: float) -> str:
 
 
 def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+    if not _is_int(value):
         raise TypeError(f"{name} must be an integer >= {minimum}; got {type(value).__name__} {value!r}")
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
@@ -126,6 +133,11 @@ class DatasetProfile:
 class Selection:
     """Result of :meth:`WorkflowSelector.select`.
 
+    A selection reads like its configuration, as the config NLSQ's
+    ``auto_select_workflow`` returns: ``selection.n_starts``, ``selection.gtol``,
+    ``selection.enable_checkpoints`` (any :class:`WorkflowConfig` field) are
+    ``selection.config``'s.
+
     Attributes
     ----------
     tier : WorkflowTier
@@ -148,6 +160,12 @@ class Selection:
     resources: ResourceSnapshot
     reasons: tuple[str, ...] = ()
     safety_fraction: float = 0.5
+
+    def __getattr__(self, name: str) -> Any:
+        # only reached for names that are not attributes of the Selection itself
+        if name in _CONFIG_ATTRS:
+            return getattr(self.config, name)
+        raise AttributeError(f"'Selection' object has no attribute {name!r}")
 
     def explain(self) -> str:
         """Multi-line human explanation of the choice."""
@@ -191,19 +209,40 @@ class WorkflowSelector:
 
     Parameters
     ----------
+    memory_limit_gb : float, optional
+        Cap on the host memory (GiB) every selection plans with, as NLSQ's
+        ``WorkflowSelector(memory_limit_gb=...)`` (here a cap: never more than the
+        machine has); a config's own ``memory_limit_gb`` caps too.
     safety_fraction : float
         Fraction of each memory pool the fit may plan to use, in (0, 1].
     """
 
-    def __init__(self, safety_fraction: float = 0.5):
+    def __init__(self, memory_limit_gb: float | None = None, safety_fraction: float = 0.5):
+        if memory_limit_gb is not None and (
+                isinstance(memory_limit_gb, bool) or not isinstance(memory_limit_gb, numbers.Real)
+                or not 0 < memory_limit_gb < float("inf")):
+            raise ValueError(f"memory_limit_gb must be a positive number of GiB or None; "
+                             f"got {memory_limit_gb!r}")
         if isinstance(safety_fraction, bool) or not isinstance(safety_fraction, numbers.Real) \
                 or not 0 < safety_fraction <= 1:
             raise ValueError(f"safety_fraction must be a number in (0, 1]; got {safety_fraction!r}")
+        self.memory_limit_gb = None if memory_limit_gb is None else float(memory_limit_gb)
         self.safety_fraction = float(safety_fraction)
 
-    def select(self, profile: DatasetProfile, resources: ResourceSnapshot,
-               config: WorkflowConfig | None = None) -> Selection:
+    def select(self, profile: DatasetProfile | int | None = None,
+               resources: ResourceSnapshot | int | None = None,
+               config: WorkflowConfig | OptimizationGoal | str | None = None, *,
+               n_points: int | None = None, n_params: int | None = None,
+               goal: OptimizationGoal | str | None = None) -> Selection | WorkflowConfig:
         """Choose the tier, partition size and resolved config.
+
+        Two forms, told apart by the arguments:
+
+        * ``select(profile, resources, config=None)`` returns a :class:`Selection`;
+        * NLSQ's ``select(n_points, n_params, goal=None)`` (positional or by name)
+          detects this machine's resources on each call and returns the selection's
+          :class:`WorkflowConfig` (tier chosen, tolerances resolved, the goal's
+          multi-start and validation settings applied), the config to fit with.
 
         Parameters
         ----------
@@ -211,11 +250,28 @@ class WorkflowSelector:
         resources : ResourceSnapshot
         config : WorkflowConfig, optional
             Default ``WorkflowConfig()``.
+        n_points, n_params : int
+            NLSQ's form: dataset size and number of parameters.
+        goal : OptimizationGoal or str, optional
+            NLSQ's form: the optimization goal.
 
         Returns
         -------
-        Selection
+        Selection or WorkflowConfig
+            A Selection for ``(profile, resources)``; a WorkflowConfig for NLSQ's form.
         """
+        if n_points is not None or n_params is not None or _is_int(profile):
+            if (n_points is not None and profile is not None) or \
+                    (n_params is not None and resources is not None) or \
+                    (goal is not None and config is not None):
+                raise TypeError("select() got n_points, n_params or goal both by position "
+                                "and by name")
+            return self._select_nlsq(profile if n_points is None else n_points,
+                                     resources if n_params is None else n_params,
+                                     config if goal is None else goal)
+        if goal is not None:
+            raise TypeError("goal= goes with select(n_points=..., n_params=...); with a "
+                            "DatasetProfile give the goal in config")
         if not isinstance(profile, DatasetProfile):
             raise TypeError(f"profile must be a DatasetProfile; got {type(profile).__name__}")
         if not isinstance(resources, ResourceSnapshot):
@@ -223,6 +279,9 @@ class WorkflowSelector:
         config = WorkflowConfig() if config is None else config
         if not isinstance(config, WorkflowConfig):
             raise TypeError(f"config must be a WorkflowConfig; got {type(config).__name__}")
+        limit = self.memory_limit_gb
+        if limit is not None and (config.memory_limit_gb is None or config.memory_limit_gb > limit):
+            config = config.with_overrides(memory_limit_gb=limit)
         tier, reasons = self._choose_tier(profile, resources, config)
         if tier is WorkflowTier.STANDARD and config.enable_checkpoints:
             tier = WorkflowTier.CHUNKED
@@ -246,6 +305,14 @@ class WorkflowSelector:
         return Selection(tier=tier, config=resolved, partition_points=partition, profile=profile,
                          resources=resources, reasons=tuple(reasons),
                          safety_fraction=self.safety_fraction)
+
+    def _select_nlsq(self, n_points: object, n_params: object, goal: object) -> WorkflowConfig:
+        if n_points is None or n_params is None:
+            raise TypeError("select() needs n_points and n_params (NLSQ's form) or a "
+                            "DatasetProfile and a ResourceSnapshot")
+        profile = DatasetProfile(n_points=n_points, n_params=n_params)
+        resources = ResourceSnapshot.detect(memory_limit_gb=self.memory_limit_gb)
+        return self.select(profile, resources, WorkflowConfig(goal=goal)).config
 
     # ------------------------------------------------------------------ internals
     def _local_budget(self, resources: ResourceSnapshot, config: WorkflowConfig) -> tuple[float, str]:
@@ -353,6 +420,10 @@ def auto_select_workflow(
     config: WorkflowConfig | None = None,
 ) -> Selection:
     """Select a workflow for ``n_points`` x ``n_params`` on this machine.
+
+    NLSQ's arguments (``n_points, n_params, goal, memory_limit_gb``); the
+    :class:`Selection` returned reads like the config NLSQ's returns
+    (``auto_select_workflow(...).n_starts`` is its config's).
 
     Parameters
     ----------
