@@ -2,7 +2,9 @@
 
 Everything is read from an injectable environment mapping and files it names,
 so detection is testable without a cluster. ``distributed`` is never imported;
-a client is used duck-typed through ``client.scheduler_info()``.
+a client is used duck-typed through ``client.scheduler_info()``. JAX is imported
+only to count the GPUs of a PBS job that does not say (no ``PBS_NGPUS``), inside
+that call, as NLSQ's ``ClusterDetector`` does.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ class ClusterInfo:
     node_list : list of str
         Host names, in order of first appearance.
     scheduler : str
-        'pbs', 'slurm', 'dask' or 'local'.
+        'pbs', 'slurm', 'dask', 'local', or 'unknown' (the default, as in NLSQ).
     job_id : str, optional
         Batch job id.
     interconnect : str, optional
@@ -46,7 +48,7 @@ class ClusterInfo:
     gpus_per_node: int = 0
     total_gpus: int = 0
     node_list: list[str] = field(default_factory=list)
-    scheduler: str = "local"
+    scheduler: str = "unknown"
     job_id: str | None = None
     interconnect: str | None = None
     address: str | None = None
@@ -147,17 +149,35 @@ class ClusterDetector:
     Parameters
     ----------
     environ : mapping, optional
-        Environment to read (default ``os.environ``).
+        Environment to read (default ``os.environ``, read at each call).
     use_nvidia_smi : bool
-        Allow running ``nvidia-smi -L`` to count local GPUs.
+        Allow probing this machine's GPUs: ``nvidia-smi -L`` for local GPUs, and
+        JAX for a PBS job without ``PBS_NGPUS``. False makes detection depend on
+        the environment and the files it names only.
+    default_gpus_per_node : int, optional
+        GPUs per node of a PBS job when neither ``PBS_NGPUS``/``NGPUS`` nor JAX
+        gives a count (NLSQ's fallback). None (the default) counts no GPUs then;
+        NLSQ's own default is 8.
     """
 
-    def __init__(self, environ: Mapping[str, str] | None = None, use_nvidia_smi: bool = True):
+    def __init__(self, environ: Mapping[str, str] | None = None, use_nvidia_smi: bool = True,
+                 default_gpus_per_node: int | None = None):
+        if default_gpus_per_node is not None and (
+                isinstance(default_gpus_per_node, bool)
+                or not isinstance(default_gpus_per_node, int) or default_gpus_per_node < 0):
+            raise ValueError("default_gpus_per_node must be an integer >= 0 or None; "
+                             f"got {default_gpus_per_node!r}")
         self.environ = os.environ if environ is None else environ
         self.use_nvidia_smi = use_nvidia_smi
+        self._default_gpus_per_node = default_gpus_per_node
 
     def detect(self, client: Any = None) -> ClusterInfo | None:
         """First match of: a given client, PBS, SLURM, a dask address, local GPUs.
+
+        Parameters
+        ----------
+        client : distributed.Client, optional
+            Describe this client's cluster instead of probing the environment.
 
         Returns
         -------
@@ -172,38 +192,88 @@ class ClusterDetector:
                 return info
         return None
 
-    def _interconnect(self) -> str | None:
-        return "infiniband" if os.path.isdir("/sys/class/infiniband") else None
+    def is_pbs_environment(self) -> bool:
+        """Whether this process runs in a PBS job.
+
+        Returns
+        -------
+        bool
+            True if ``PBS_NODEFILE`` (NLSQ's test) or ``PBS_JOBID`` is set.
+        """
+        return "PBS_NODEFILE" in self.environ or "PBS_JOBID" in self.environ
+
+    def _detect_interconnect(self) -> str | None:
+        """'infiniband' if ``/sys/class/infiniband`` exists or Open MPI allows IB, else None."""
+        if os.path.isdir("/sys/class/infiniband"):
+            return "infiniband"
+        if self.environ.get("OMPI_MCA_btl_openib_allow_ib"):  # noqa: SIM112 - Open MPI's name
+            return "infiniband"
+        return None
+
+    def _detect_gpus_per_node(self) -> int:
+        """GPUs (non-CPU devices) JAX sees on this node; 0 if none or JAX fails.
+
+        JAX is imported here, only when called, and not at all when
+        ``use_nvidia_smi`` is False.
+        """
+        if not self.use_nvidia_smi:
+            return 0
+        try:
+            import jax
+
+            return sum(1 for d in jax.devices() if getattr(d, "platform", "cpu") != "cpu")
+        except Exception:  # noqa: BLE001 - no JAX, no backend: no GPUs counted (as NLSQ)
+            return 0
+
+    def _read_nodefile(self, nodefile: str) -> list[str] | None:
+        """Distinct hosts of a PBS node file in order; None if it is missing or lists none."""
+        try:
+            with open(nodefile, encoding="utf-8") as fh:
+                hosts = [line.strip() for line in fh]
+        except OSError:
+            return None
+        hosts = list(dict.fromkeys(h for h in hosts if h))
+        return hosts or None
 
     def detect_pbs(self) -> ClusterInfo | None:
-        """PBS Pro/Torque job from ``PBS_JOBID`` and ``PBS_NODEFILE``.
+        """PBS Pro/Torque job from ``PBS_NODEFILE`` and ``PBS_JOBID``.
 
         The node file has one line per slot; hosts are de-duplicated in order.
-        GPUs per node come from ``PBS_NGPUS`` (or ``NGPUS``).
+        GPUs per node come from ``PBS_NGPUS`` (or ``NGPUS``), else from JAX, else
+        ``default_gpus_per_node``.
+
+        Returns
+        -------
+        ClusterInfo or None
+            None outside PBS, and (as NLSQ) when the node file is missing or
+            empty; with ``PBS_JOBID`` set the job is still reported, as one node
+            whose host is unknown.
         """
         env = self.environ
         nodefile = env.get("PBS_NODEFILE")
-        job_id = env.get("PBS_JOBID")
+        job_id = env.get("PBS_JOBID") or None
         if not nodefile and not job_id:
             return None
-        nodes: list[str] = []
-        if nodefile:
-            try:
-                with open(nodefile, encoding="utf-8") as fh:
-                    for line in fh:
-                        host = line.strip()
-                        if host and host not in nodes:
-                            nodes.append(host)
-            except OSError:
-                nodes = []
-        gpn = _gpu_count(env.get("PBS_NGPUS") or env.get("NGPUS"))
+        nodes = self._read_nodefile(nodefile) if nodefile else None
+        if nodes is None and not job_id:
+            return None
+        nodes = nodes or []
+        ngpus = env.get("PBS_NGPUS") or env.get("NGPUS")
+        gpn = (_gpu_count(ngpus) if ngpus
+               else self._detect_gpus_per_node() or self._default_gpus_per_node or 0)
         count = max(len(nodes), 1)
         return ClusterInfo(node_count=count, gpus_per_node=gpn, total_gpus=gpn * count,
                            node_list=nodes, scheduler="pbs", job_id=job_id,
-                           interconnect=self._interconnect())
+                           interconnect=self._detect_interconnect())
 
     def detect_slurm(self) -> ClusterInfo | None:
-        """SLURM job from ``SLURM_JOB_ID`` and ``SLURM_JOB_NODELIST``."""
+        """SLURM job from ``SLURM_JOB_ID`` and ``SLURM_JOB_NODELIST``.
+
+        Returns
+        -------
+        ClusterInfo or None
+            None outside a SLURM job.
+        """
         env = self.environ
         job_id = env.get("SLURM_JOB_ID") or env.get("SLURM_JOBID")
         nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST")
@@ -215,7 +285,7 @@ class ClusterDetector:
         gpn = _gpu_count(env.get("SLURM_GPUS_ON_NODE")) or _gpu_count(env.get("SLURM_GPUS_PER_NODE"))
         return ClusterInfo(node_count=count, gpus_per_node=gpn, total_gpus=gpn * count,
                            node_list=nodes, scheduler="slurm", job_id=job_id,
-                           interconnect=self._interconnect())
+                           interconnect=self._detect_interconnect())
 
     def detect_dask(self, client: Any = None) -> ClusterInfo | None:
         """A dask cluster from ``client`` or ``DASK_SCHEDULER_ADDRESS``.
