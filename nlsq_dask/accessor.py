@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import inspect
 import os
+import sys
+import time
 from collections.abc import Hashable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -446,6 +448,14 @@ def _pixel_fit(da, coords_, func, params, guess, limits, reduce_, skipna, errors
         da = da.chunk({d: -1 for d in core})
     coords_ = [c.chunk({d: -1 for d in core}) if c.chunks is not None else c for c in coords_]
     n = int(np.prod([da.sizes[d] for d in core]))
+    pixels = int(np.prod([da.sizes[d] for d in da.dims if d not in core]))
+    show = bool(opts.get("progress"))
+    if show:       # the tier line of a per-pixel fit
+        sys.stderr.write(
+            f"nlsq_dask: per pixel: {pixels:,} fits of {n:,} points each, "
+            + ("lazy: they run when the result is computed (watch them with dask's "
+               "ProgressBar or dashboard)\n" if da.chunks is not None else "now\n"))
+    started = time.perf_counter()
     settings = _pixel_settings(opts, n)
     p = len(params)
     values = ([guess[k] for k in params] + [limits[k][0] for k in params]
@@ -460,6 +470,11 @@ def _pixel_fit(da, coords_, func, params, guess, limits, reduce_, skipna, errors
         exclude_dims=set(core), dask="parallelized",
         output_dtypes=[np.float64, np.float64, np.int64, np.float64],
         dask_gufunc_kwargs={"output_sizes": {"param": p, "cov_i": p, "cov_j": p}})
+    if show and da.chunks is None:
+        from .report import format_seconds
+
+        sys.stderr.write(f"nlsq_dask: {int((status.values > 0).sum()):,} of {pixels:,} pixels "
+                         f"converged in {format_seconds(time.perf_counter() - started)}\n")
     return {"coefficients": popt, "covariance": pcov, "status": status, "cost": cost}
 
 

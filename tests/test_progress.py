@@ -120,3 +120,15 @@ def test_progress_within_a_pass_on_an_explicit_client(capsys, every_update):
     assert result.success
     err = capsys.readouterr().err
     assert "tier chunked" in err and "4/5 partitions" in err
+
+
+def test_per_pixel_fits_say_what_runs_and_when(capsys):
+    t = np.linspace(0, 4, 30)
+    cube = xr.DataArray(np.exp(-np.linspace(0.5, 1.5, 6)[:, None] * t), dims=("p", "t"),
+                        coords={"t": t})
+    cube.nlsq.fit("t", lambda t, k: jnp.exp(-k * t), p0=[1.0], progress=True)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "nlsq_dask: per pixel: 6 fits of 30 points each, now"
+    assert err[1].startswith("nlsq_dask: 6 of 6 pixels converged in ")
+    cube.chunk({"p": 3}).nlsq.fit("t", lambda t, k: jnp.exp(-k * t), p0=[1.0], progress=True)
+    assert "lazy: they run when the result is computed" in capsys.readouterr().err
