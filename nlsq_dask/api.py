@@ -152,8 +152,9 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
         ``nlsq.yaml`` to read (default ``./nlsq.yaml`` when present).
     workflow : str or WorkflowConfig, optional
         NLSQ's spelling: ``'auto'`` (the default: the selector decides), a preset name
-        (the spec's seven or NLSQ's own names and aliases, as ``preset=``), or a
-        ``WorkflowConfig`` (as ``config=``).
+        (the spec's seven or NLSQ's own names and aliases, as ``preset=``), a
+        ``WorkflowConfig`` (as ``config=``) or the ``Selection`` of
+        ``auto_select_workflow`` (its config).
     fixed : dict or list of str, optional
         Parameters held fixed: ``{name: value}``, or names whose values ``p0`` gives. They
         leave the solve (the model is called with their values); in the result their

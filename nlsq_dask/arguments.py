@@ -162,7 +162,8 @@ def check_tolerances(ftol, xtol, gtol, method: str, explicit) -> None:
 
 def workflow_choice(workflow, preset, config):
     """NLSQ's ``fit(workflow=...)`` as ``(preset, config)``: ``'auto'`` (or None) leaves
-    them, a name is a preset (NLSQ's names included), a ``WorkflowConfig`` is the config."""
+    them, a name is a preset (NLSQ's names included), a ``WorkflowConfig`` (or the
+    ``Selection`` of ``auto_select_workflow``) is the config."""
     if workflow is None or (isinstance(workflow, str) and workflow.lower() == "auto"):
         return preset, config
     if isinstance(workflow, str):
@@ -170,8 +171,10 @@ def workflow_choice(workflow, preset, config):
             raise TypeError(f"give workflow= or preset=, not both (got workflow={workflow!r}, "
                             f"preset={preset!r})")
         return workflow, config
-    from .workflow import WorkflowConfig
+    from .workflow import Selection, WorkflowConfig
 
+    if isinstance(workflow, Selection):          # auto_select_workflow's answer: its config
+        workflow = workflow.config
     if isinstance(workflow, WorkflowConfig):
         if config is not None and config is not workflow:
             raise TypeError("give workflow= or config=, not both: both are a WorkflowConfig")

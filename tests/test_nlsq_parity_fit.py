@@ -37,6 +37,9 @@ def test_workflow_names_a_preset_and_a_config_as_config():
     assert by_name.config == by_preset.config
     config = WorkflowConfig(tier=WorkflowTier.STREAMING)
     assert nlsq_dask.fit(line, X, Y, p0=[1, 0], workflow=config).tier is WorkflowTier.STREAMING
+    chosen = nlsq_dask.auto_select_workflow(n_points=X.size, n_params=2, goal="fast")
+    result = nlsq_dask.fit(line, X, Y, p0=[1, 0], workflow=chosen)
+    assert result.config.goal is chosen.config.goal and result.success
 
 
 @pytest.mark.parametrize("kwargs, error", [

@@ -39,8 +39,8 @@ def test_enum_strings_are_coerced():
         ({"ftol": float("inf")}, ValueError, r"ftol must be a non-negative finite number; got inf"),
         ({"gtol": -1e-8}, ValueError, r"gtol must be a non-negative"),
         ({"xtol": "1e-8"}, TypeError, r"xtol must be a non-negative number; got str"),
-        ({"n_starts": 0}, ValueError, r"n_starts must be an integer >= 1; got 0"),
-        ({"n_starts": 2.0}, TypeError, r"n_starts must be an integer >= 1; got float"),
+        ({"n_starts": -1}, ValueError, r"n_starts must be an integer >= 0; got -1"),
+        ({"n_starts": 2.0}, TypeError, r"n_starts must be an integer >= 0; got float"),
         ({"sampler": "random"}, ValueError, r"sampler='random' is not valid.*'lhs', 'sobol'"),
         ({"reduction": "svd"}, ValueError, r"reduction='svd' is not valid.*'normal', 'qr'"),
         ({"loss": "l2"}, ValueError, r"loss='l2' is not valid.*'soft_l1'"),
@@ -74,7 +74,7 @@ def test_with_overrides():
     assert c.tier is WorkflowTier.CHUNKED and c.n_starts == 3 and c.goal.value == "robust"
     with pytest.raises(ValueError, match=r"unknown WorkflowConfig key 'nstarts'"):
         c.with_overrides(nstarts=3)
-    with pytest.raises(ValueError, match=r"n_starts must be an integer >= 1"):
+    with pytest.raises(ValueError, match=r"n_starts must be an integer >= 0"):
         c.with_overrides(n_starts=-2)
 
 
