@@ -94,9 +94,9 @@ def test_default_gpus_per_node_is_checked(bad):
 
 
 def test_is_pbs_environment(tmp_path, monkeypatch):
-    # NLSQ: True when PBS_NODEFILE is set; ours also takes PBS_JOBID
+    # NLSQ: True when PBS_NODEFILE is set
     assert ClusterDetector(environ={"PBS_NODEFILE": "/x"}).is_pbs_environment() is True
-    assert ClusterDetector(environ={"PBS_JOBID": "1"}).is_pbs_environment() is True
+    assert ClusterDetector(environ={"PBS_JOBID": "1"}).is_pbs_environment() is False
     assert ClusterDetector(environ={}).is_pbs_environment() is False
     # without environ= it reads os.environ at each call, as NLSQ does
     detector = ClusterDetector()
@@ -113,7 +113,8 @@ def test_no_usable_pbs_node_file_is_none(tmp_path, content):
     path = tmp_path / "nodefile"
     if content is not None:
         path.write_text(content)
-    detector = ClusterDetector(environ={"PBS_NODEFILE": str(path)}, use_nvidia_smi=False)
+    detector = ClusterDetector(environ={"PBS_NODEFILE": str(path), "PBS_JOBID": "1"},
+                               use_nvidia_smi=False)
     assert detector.detect_pbs() is None
     # detect() goes on to the other probes (NLSQ stops there with None)
     env = {"PBS_NODEFILE": str(path), "SLURM_JOB_ID": "9", "SLURM_JOB_NODELIST": "n[1-2]"}
@@ -268,13 +269,12 @@ def test_validate_custom_workflow():
 
 
 def test_missing_yaml(tmp_path, monkeypatch):
-    # NLSQ returns None for a missing file; ours: {} without a path, an error naming a given one
+    # NLSQ: load_yaml_config returns None for a missing file; resolve_config's yaml_path= raises
     monkeypatch.chdir(tmp_path)
-    assert load_yaml_config() == {}
-    with pytest.raises(FileNotFoundError, match=r"config_path '.*nope.yaml' does not exist"):
-        load_yaml_config(tmp_path / "nope.yaml")
-    with pytest.raises(FileNotFoundError, match=r"config_path '.*nope.yaml' does not exist"):
-        load_yaml_config(config_path=tmp_path / "nope.yaml")
+    assert load_yaml_config() is None
+    assert load_yaml_config(tmp_path / "nope.yaml") is None
+    assert load_yaml_config(config_path=tmp_path / "nope.yaml") is None
+    assert get_custom_workflow("w", tmp_path / "nope.yaml") is None
     with pytest.raises(FileNotFoundError, match=r"yaml_path '.*nope.yaml' does not exist"):
         resolve_config(yaml_path=tmp_path / "nope.yaml", environ={})
 
@@ -288,16 +288,24 @@ def test_env_overrides_in_nlsq_form(monkeypatch):
     monkeypatch.setenv("NLSQ_MEMORY_LIMIT_GB", "16.0")
     monkeypatch.setenv("NLSQ_DEFAULT_WORKFLOW", "Robust")
     overrides = get_env_overrides()
-    assert overrides == {"goal": OptimizationGoal.QUALITY, "memory_limit_gb": 16.0,
+    assert overrides == {"goal": "QUALITY", "memory_limit_gb": 16.0,
                          "default_workflow": "robust"}
-    assert overrides["goal"].name == "QUALITY"  # NLSQ gives the name, 'QUALITY'
+
+
+def test_bad_env_goal_warns_and_is_ignored(monkeypatch):
+    # NLSQ: a UserWarning, and no goal
+    monkeypatch.setenv("NLSQ_WORKFLOW_GOAL", "speedy")
+    with pytest.warns(UserWarning, match=r"NLSQ_WORKFLOW_GOAL='speedy'"):
+        assert "goal" not in get_env_overrides()
+    with pytest.warns(UserWarning):
+        assert resolve_config(environ={"NLSQ_WORKFLOW_GOAL": "speedy"}).goal is None
 
 
 def test_load_config_with_overrides(tmp_path):
     # NLSQ: the yaml's keys with the environment's on top
     path = _write(tmp_path, "goal: FAST\nmemory_limit_gb: 64.0\n")
     config = load_config_with_overrides(path, environ={"NLSQ_WORKFLOW_GOAL": "quality"})
-    assert config["goal"] is OptimizationGoal.QUALITY and config["memory_limit_gb"] == 64.0
+    assert config["goal"] == "QUALITY" and config["memory_limit_gb"] == 64.0
 
 
 def test_nlsq_default_workflow_sets_the_preset(tmp_path, monkeypatch):

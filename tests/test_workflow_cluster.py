@@ -55,8 +55,10 @@ def test_pbs(tmp_path):
 
 
 def test_pbs_unreadable_nodefile(tmp_path):
-    info = _detector({"PBS_JOBID": "7", "PBS_NODEFILE": str(tmp_path / "gone")}).detect_pbs()
-    assert info.node_count == 1 and info.node_list == [] and info.total_gpus == 0
+    # as NLSQ's: no PBS job without a readable node file
+    assert _detector({"PBS_JOBID": "7", "PBS_NODEFILE": str(tmp_path / "gone")}).detect_pbs() \
+        is None
+    assert _detector({"PBS_JOBID": "7"}).detect_pbs() is None
 
 
 @pytest.mark.parametrize("gpu_env, gpn", [
@@ -75,7 +77,9 @@ def test_slurm(gpu_env, gpn):
 
 
 def test_pbs_takes_priority_over_dask_address(tmp_path):
-    env = {"PBS_JOBID": "1", "DASK_SCHEDULER_ADDRESS": "tcp://h:8786"}
+    (tmp_path / "nodes").write_text("cn01\n")
+    env = {"PBS_JOBID": "1", "PBS_NODEFILE": str(tmp_path / "nodes"),
+           "DASK_SCHEDULER_ADDRESS": "tcp://h:8786"}
     assert _detector(env).detect().scheduler == "pbs"
 
 

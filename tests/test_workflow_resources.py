@@ -297,3 +297,14 @@ def test_worker_without_limit_counts_the_limited_host(machine, no_gpu):
     machine(files=V2_CONTAINER)
     snap = ResourceSnapshot.detect(client=FakeClient({"tcp://c:1": {"memory_limit": 0}}))
     assert snap.worker_memory_gb == (4.0,)
+
+
+def test_total_memory_when_psutil_fails_is_nlsq_fallback(monkeypatch):
+    # NLSQ's MemoryEstimator counts 16 GB of host memory when psutil raises
+    from nlsq_dask.workflow import resources
+
+    def broken():
+        raise RuntimeError("no /proc/meminfo")
+    monkeypatch.setattr(resources.psutil, "virtual_memory", broken)
+    monkeypatch.setattr(resources, "get_gpu_free_memory_gb", lambda: [])
+    assert resources.get_total_available_memory_gb() == 16.0

@@ -14,7 +14,15 @@ from .enums import (
     calculate_adaptive_tolerances,
     parse_enum,
 )
-from .loading import get_env_overrides, load_yaml_config, resolve_config, yaml_to_overrides
+from .loading import (
+    get_custom_workflow,
+    get_env_overrides,
+    load_config_with_overrides,
+    load_yaml_config,
+    resolve_config,
+    validate_custom_workflow,
+    yaml_to_overrides,
+)
 from .presets import DEPRECATED_PRESET_ALIASES, NLSQ_PRESETS, WORKFLOW_PRESETS
 from .resources import ResourceSnapshot, get_memory_tier, get_total_available_memory_gb
 from .selector import DatasetProfile, Selection, WorkflowSelector, auto_select_workflow
@@ -41,6 +49,9 @@ __all__ = [
     "yaml_to_overrides",
     "get_env_overrides",
     "resolve_config",
+    "load_config_with_overrides",
+    "get_custom_workflow",
+    "validate_custom_workflow",
     "adaptive_tolerance",
     "calculate_adaptive_tolerances",
     "parse_enum",

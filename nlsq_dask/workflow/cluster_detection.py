@@ -198,9 +198,9 @@ class ClusterDetector:
         Returns
         -------
         bool
-            True if ``PBS_NODEFILE`` (NLSQ's test) or ``PBS_JOBID`` is set.
+            True if ``PBS_NODEFILE`` is set (NLSQ's test).
         """
-        return "PBS_NODEFILE" in self.environ or "PBS_JOBID" in self.environ
+        return "PBS_NODEFILE" in self.environ
 
     def _detect_interconnect(self) -> str | None:
         """'infiniband' if ``/sys/class/infiniband`` exists or Open MPI allows IB, else None."""
@@ -236,7 +236,7 @@ class ClusterDetector:
         return hosts or None
 
     def detect_pbs(self) -> ClusterInfo | None:
-        """PBS Pro/Torque job from ``PBS_NODEFILE`` and ``PBS_JOBID``.
+        """PBS Pro/Torque job from ``PBS_NODEFILE`` (and ``PBS_JOBID``).
 
         The node file has one line per slot; hosts are de-duplicated in order.
         GPUs per node come from ``PBS_NGPUS`` (or ``NGPUS``), else from JAX, else
@@ -245,19 +245,14 @@ class ClusterDetector:
         Returns
         -------
         ClusterInfo or None
-            None outside PBS, and (as NLSQ) when the node file is missing or
-            empty; with ``PBS_JOBID`` set the job is still reported, as one node
-            whose host is unknown.
+            None (as NLSQ) without ``PBS_NODEFILE``, or when it is missing or empty.
         """
         env = self.environ
         nodefile = env.get("PBS_NODEFILE")
         job_id = env.get("PBS_JOBID") or None
-        if not nodefile and not job_id:
-            return None
         nodes = self._read_nodefile(nodefile) if nodefile else None
-        if nodes is None and not job_id:
+        if nodes is None:
             return None
-        nodes = nodes or []
         ngpus = env.get("PBS_NGPUS") or env.get("NGPUS")
         gpn = (_gpu_count(ngpus) if ngpus
                else self._detect_gpus_per_node() or self._default_gpus_per_node or 0)

@@ -89,19 +89,18 @@ def _did_you_mean(word, choices) -> str:
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 
-def load_yaml_config(config_path: str | os.PathLike | None = None) -> dict[str, Any]:
+def load_yaml_config(config_path: str | os.PathLike | None = None) -> dict[str, Any] | None:
     """Read and validate an ``nlsq.yaml`` document.
 
     Parameters
     ----------
     config_path : str or path_like, optional
-        File to read. Without it, ``./nlsq.yaml`` is read if it exists,
-        else ``{}`` is returned.
+        File to read; default ``./nlsq.yaml``.
 
     Returns
     -------
-    dict
-        The document in its own layout, validated, numeric strings converted
+    dict or None
+        None if the file does not exist (as NLSQ's); else the document in its own layout, validated, numeric strings converted
         to numbers: the spec's sections (``{section: {key: value}}`` among
         ``workflow``, ``tolerances`` and ``cluster``) and NLSQ's top-level keys
         (workflow keys such as ``memory_limit_gb``, ``default_workflow``, and
@@ -109,14 +108,13 @@ def load_yaml_config(config_path: str | os.PathLike | None = None) -> dict[str, 
 
     Raises
     ------
-    FileNotFoundError
-        If an explicit ``config_path`` does not exist.
     ValueError
         On an unknown section or key (naming it and listing the valid ones),
         a non-mapping document/section, or a key given twice (at the top level
         and in a section).
     """
-    return _load_yaml(config_path, "config_path")
+    path = Path.cwd() / DEFAULT_YAML_NAME if config_path is None else Path(config_path)
+    return _load_yaml(path, "config_path") if path.is_file() else None
 
 
 def _load_yaml(path: str | os.PathLike | None, argname: str) -> dict[str, Any]:
@@ -353,22 +351,30 @@ def get_env_overrides(environ: Mapping[str, str] | None = None) -> dict[str, Any
     Returns
     -------
     dict
-        Some of ``goal``, ``memory_limit_gb``, ``checkpoint_dir``,
+        Some of ``goal`` (the goal's name, ``'QUALITY'``, as NLSQ's), ``memory_limit_gb``, ``checkpoint_dir``,
         ``enable_checkpoints``, ``compilation_cache`` (``NLSQ_COMPILATION_CACHE``:
         a boolean, or a directory) and, as in NLSQ, ``default_workflow``
         (``NLSQ_DEFAULT_WORKFLOW`` lowercased: the preset, or yaml workflow,
         :func:`resolve_config` starts from when no ``preset`` is given).
 
+    Warns
+    -----
+    UserWarning
+        For an ``NLSQ_WORKFLOW_GOAL`` that names no goal (it is then ignored, as in NLSQ).
+
     Raises
     ------
     ValueError
-        If a variable has an invalid value; the message names the variable.
+        If another variable has an invalid value; the message names the variable.
     """
     env = os.environ if environ is None else environ
     out: dict[str, Any] = {}
     goal = env.get("NLSQ_WORKFLOW_GOAL", "").strip()
     if goal:
-        out["goal"] = parse_enum(OptimizationGoal, goal, "NLSQ_WORKFLOW_GOAL")
+        try:   # NLSQ's form: the goal's name; a bad value warns and is ignored, as NLSQ's
+            out["goal"] = parse_enum(OptimizationGoal, goal, "NLSQ_WORKFLOW_GOAL").name
+        except ValueError as exc:
+            warnings.warn(f"{exc}; ignoring it", UserWarning, stacklevel=2)
     mem = env.get("NLSQ_MEMORY_LIMIT_GB", "").strip()
     if mem:
         try:
@@ -490,7 +496,7 @@ def load_config_with_overrides(config_path: str | os.PathLike | None = None,
         :func:`get_env_overrides`' keys. :func:`resolve_config` is what builds
         a validated WorkflowConfig from all sources.
     """
-    config = dict(load_yaml_config(config_path))
+    config = dict(load_yaml_config(config_path) or {})
     config.update(get_env_overrides(environ))
     return config
 
@@ -513,7 +519,7 @@ def get_custom_workflow(workflow_name: str,
         NLSQ's); None if the yaml has no such workflow, or (with a
         ``UserWarning``, as NLSQ) if its values do not make a valid configuration.
     """
-    entry = load_yaml_config(config_path).get(WORKFLOWS_SECTION, {}).get(workflow_name)
+    entry = (load_yaml_config(config_path) or {}).get(WORKFLOWS_SECTION, {}).get(workflow_name)
     if entry is None:
         return None
     try:

@@ -57,6 +57,8 @@ CGROUP_ROOT = Path("/sys/fs/cgroup")
 PROC_SELF_CGROUP = Path("/proc/self/cgroup")
 # cgroup v1 writes "no limit" as LONG_MAX rounded down to a page
 _CGROUP_UNLIMITED = 2**60
+#: host memory counted when psutil cannot read it (NLSQ's fallback, e.g. in some containers)
+FALLBACK_HOST_MEMORY_GB = 16.0
 # (mount below CGROUP_ROOT, limit files, usage file, memory.stat keys of inactive file cache)
 _CGROUP_V2 = ("", ("memory.max", "memory.high"), "memory.current", ("inactive_file",))
 _CGROUP_V1 = ("memory", ("memory.limit_in_bytes",), "memory.usage_in_bytes",
@@ -345,11 +347,16 @@ def get_total_available_memory_gb() -> float:
     Returns
     -------
     float
-        Available host memory within cgroup limits (:func:`detect_host_memory`)
-        plus the free memory of all visible GPUs (JAX's ``memory_stats`` if JAX
-        is already imported, else ``nvidia-smi``; never imports JAX).
+        Available host memory within cgroup limits (:func:`detect_host_memory`),
+        or ``FALLBACK_HOST_MEMORY_GB`` (16, NLSQ's fallback) when psutil cannot
+        read it, plus the free memory of all visible GPUs (JAX's ``memory_stats``
+        if JAX is already imported, else ``nvidia-smi``; never imports JAX).
     """
-    return get_host_available_memory_gb() + sum(get_gpu_free_memory_gb())
+    try:
+        host = get_host_available_memory_gb()
+    except Exception:  # noqa: BLE001 - psutil failing, as NLSQ's MemoryEstimator: count 16 GiB
+        host = FALLBACK_HOST_MEMORY_GB
+    return host + sum(get_gpu_free_memory_gb())
 
 
 def get_memory_tier(memory_gb: float | None = None) -> MemoryTier:
