@@ -295,6 +295,12 @@ def _global_fit(da, coords_, func, params, guess, limits, reduce_, skipna, error
         import dask
         import dask.array as dsa
 
+        from .engines.sources import check_chunks_exist
+
+        # as fit() does before its first pass: a store lacking chunks is refused now
+        # (a listing of the stores, no data read), not when the result is computed
+        check_chunks_exist([y, *xs], [str(da.name), *[str(c.name) for c in coords_]],
+                           opts.get("missing_chunks", "raise"))
         opts = {k: v for k, v in opts.items() if k != "client"}   # the task finds its own
         outcome = dask.delayed(_run_in_task, pure=False)(run)
         p = len(params)

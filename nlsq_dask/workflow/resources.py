@@ -137,10 +137,10 @@ def cgroup_memory(root: str | os.PathLike | None = None,
 
     Parameters
     ----------
-    root : path-like, optional
+    root : path_like, optional
         Where the cgroup filesystems are mounted (default :data:`CGROUP_ROOT`,
         ``/sys/fs/cgroup``).
-    proc_cgroup : path-like, optional
+    proc_cgroup : path_like, optional
         This process's cgroup list (default :data:`PROC_SELF_CGROUP`,
         ``/proc/self/cgroup``).
 
