@@ -11,6 +11,7 @@ from nlsq_dask.workflow import (
     get_memory_tier,
     get_total_available_memory_gb,
 )
+from nlsq_dask.workflow import host_memory
 from nlsq_dask.workflow import resources as res
 
 GiB = 2**30
@@ -145,12 +146,12 @@ def machine(monkeypatch, tmp_path):
 
     vm = namedtuple("svmem", "total available")(*MACHINE)
     monkeypatch.setattr(psutil, "virtual_memory", lambda: vm)
-    monkeypatch.setattr(res, "_process_tree_rss", lambda: GiB)
+    monkeypatch.setattr(host_memory, "_process_tree_rss", lambda: GiB)
 
     def configure(proc="0::/\n", files=None, dask_limit=MACHINE[0]):
         root, proc_file = cgroup_tree(tmp_path, proc, files or {})
-        monkeypatch.setattr(res, "CGROUP_ROOT", root)
-        monkeypatch.setattr(res, "PROC_SELF_CGROUP", proc_file)
+        monkeypatch.setattr(host_memory, "CGROUP_ROOT", root)
+        monkeypatch.setattr(host_memory, "PROC_SELF_CGROUP", proc_file)
         monkeypatch.setattr(distributed.system, "MEMORY_LIMIT", dask_limit)
         return root
 
@@ -305,6 +306,6 @@ def test_total_memory_when_psutil_fails_is_nlsq_fallback(monkeypatch):
 
     def broken():
         raise RuntimeError("no /proc/meminfo")
-    monkeypatch.setattr(resources.psutil, "virtual_memory", broken)
+    monkeypatch.setattr(psutil, "virtual_memory", broken)
     monkeypatch.setattr(resources, "get_gpu_free_memory_gb", lambda: [])
     assert resources.get_total_available_memory_gb() == 16.0
