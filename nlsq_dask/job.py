@@ -23,7 +23,7 @@ from pathlib import Path
 
 
 from .workflow.config import CHECKPOINT_FIELDS, CHECKPOINT_RUN_OPTIONS
-from .workflow.loading import YAML_SECTIONS, parse_yaml_file, validate_yaml_doc
+from .workflow.yaml_file import YAML_SECTIONS, parse_yaml_file, validate_yaml_doc
 
 log = logging.getLogger("nlsq_dask.job")
 
