@@ -142,7 +142,8 @@ class PassRunner:
         hlg, key, layer = self.graph(params, parts)
         d = Delayed(key, hlg, layer=layer)
         if self.on_partition is not None:
-            out = self._watched(d, hlg, f"nlsq-stats-{self._token(np.asarray(params, np.float64))}",
+            stats_name = next(name for name in hlg.layers if name.startswith("nlsq-stats-"))
+            out = self._watched(d, hlg, stats_name,
                                 self.n_partitions if parts is None else len(parts))
         else:
             out = self.client.compute(d, sync=True) if self.client is not None else d.compute()

@@ -123,10 +123,10 @@ class ProgressLine(Hook):
         self.show, self.n_points, self.n_partitions = show, n_points, n_partitions
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.passes, self.pass_started, self.per_partition = 0, time.perf_counter(), None
+        self.passes, self.per_partition = 0, None
         self.first_done_at, self.last_write = None, 0.0
 
-    def _write(self, msg: str, final: bool) -> None:
+    def _write(self, msg: str) -> None:
         if self.tty:
             self.stream.write("\r" + msg.ljust(100))
         else:
@@ -147,8 +147,7 @@ class ProgressLine(Hook):
             per = (now - self.first_done_at) / (done - 1)
         eta = f" | ETA {_eta((total - done) * per)}" if per is not None else ""
         label = " (compiling)" if self.passes == 0 else ""
-        self._write(f"pass {self.passes + 1:3d}{label} | {done:,}/{total:,} partitions{eta}",
-                    final=False)
+        self._write(f"pass {self.passes + 1:3d}{label} | {done:,}/{total:,} partitions{eta}")
 
     def after_pass(self, state, head, seconds):
         rate = self.n_points / seconds if seconds > 0 else float("inf")
@@ -160,9 +159,8 @@ class ProgressLine(Hook):
         if self.passes > 0 and self.n_partitions > 1:
             self.per_partition = seconds / self.n_partitions
         self.passes += 1
-        self.pass_started = time.perf_counter()
         if self.show:
-            self._write(msg, final=True)
+            self._write(msg)
         return False
 
     def close(self, state):
