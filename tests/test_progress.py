@@ -132,3 +132,9 @@ def test_per_pixel_fits_say_what_runs_and_when(capsys):
     assert err[1].startswith("nlsq_dask: 6 of 6 pixels converged in ")
     cube.chunk({"p": 3}).nlsq.fit("t", lambda t, k: jnp.exp(-k * t), p0=[1.0], progress=True)
     assert "lazy: they run when the result is computed" in capsys.readouterr().err
+
+
+def test_the_tier_line_counts_the_partitions_numpy_data_are_cut_into(capsys):
+    nlsq_dask.fit(model, X, Y, p0=P0, tier="streaming", chunk_size=5_000, progress=True)
+    assert capsys.readouterr().err.startswith(
+        "nlsq_dask: tier streaming (8 partitions of ~5,000 points)")

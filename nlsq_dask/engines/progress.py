@@ -88,7 +88,10 @@ class Progress:
         if not self.show:
             return
         reason = selection.reasons[0] if selection.reasons else ""
-        parts = selection.profile.n_partitions
+        profile = selection.profile
+        parts = profile.n_partitions           # the lazy data's own chunks, unless rechunked
+        if not profile.lazy or selection.config.chunk_size:
+            parts = -(-profile.n_points // selection.partition_points)
         where = ("in memory" if selection.tier.value == "standard"
                  else f"{parts:,} partition{'s' if parts != 1 else ''} of "
                       f"~{selection.partition_points:,} points")
