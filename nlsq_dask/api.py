@@ -276,6 +276,8 @@ def fit(model, x, y, p0=None, sigma=None, absolute_sigma=False, bounds=(-np.inf,
     result = build_result(out, names, selection, ctx.problem, absolute_sigma, lb, ub)
     if report is not None:
         result.extras["multistart"] = report
+        result.equivalent_passes = float(report["data_passes"])
+        result.n_passes = int(report["passes"])
     if c.validation_passes > 0:
         result.extras["validation"] = run_validation(ctx, result.popt, result.perr,
                                                      c.validation_passes)
@@ -325,6 +327,7 @@ def build_result(out, names, selection, problem, absolute_sigma: bool, lb, ub) -
     if status is Status.NOT_FINITE:
         raise ValueError(status.message)
     c = selection.config
+    subsets = (out.extras or {}).get("subsets") or {}
     n_used = int(round(float(state.n)))
     pcov = covariance(state.H, state.R11 if problem.stats.square_root else None,
                       n_points=n_used, cost=float(state.cost), absolute_sigma=absolute_sigma,
@@ -338,4 +341,7 @@ def build_result(out, names, selection, problem, absolute_sigma: bool, lb, ub) -
                      tier=selection.tier, config=c, selection=selection, history=out.history,
                      elapsed=out.elapsed, extras=dict(out.extras or {}),
                      grad=np.asarray(state.g, dtype=float), optimality=float(state.g_norm),
-                     active_mask=active_constraints(np.asarray(state.x), lb, ub, c.xtol))
+                     active_mask=active_constraints(np.asarray(state.x), lb, ub, c.xtol),
+                     n_passes=int(state.nfev) + int(subsets.get("passes", 0)),
+                     equivalent_passes=float(int(state.nfev)
+                                             + subsets.get("equivalent_passes", 0.0)))

@@ -26,7 +26,13 @@ def summary(result) -> str:
 
 
 def run_line(result) -> str:
-    return (f"tier {result.tier.value}; {result.nfev} passes, {result.nit} iterations, "
+    passes = f"{result.nfev} passes"
+    subset = result.n_passes - result.nfev
+    if subset > 0:       # passes over subsets of partitions (or shared by several starts)
+        what = "on subsets" if "subsets" in result.extras else "shared by the starts"
+        passes = (f"{result.nfev} full passes + {subset} {what} "
+                  f"({result.equivalent_passes:.2f} full-pass equivalents)")
+    return (f"tier {result.tier.value}; {passes}, {result.nit} iterations, "
             f"{format_seconds(result.elapsed)}")
 
 

@@ -31,8 +31,9 @@ class FitResult(NLSQResultAccess):
     """Everything a fit produced.
 
     ``popt, pcov = result``, ``result[0]`` and ``len(result) == 2`` work as with
-    ``curve_fit``'s tuple. ``nfev`` counts data passes (each trial point costs one pass
-    that yields cost, gradient and ``JᵀJ``); ``nit`` counts accepted iterations.
+    ``curve_fit``'s tuple. ``nfev`` counts the final LM's full-data passes (each trial
+    point costs one pass that yields cost, gradient and ``JᵀJ``); ``nit`` counts accepted
+    iterations; ``n_passes`` and ``equivalent_passes`` count every read of the data.
     ``chi2`` is ``Σ ρ(r²)`` of the σ-weighted residuals (the ordinary χ² for
     ``loss='linear'``). ``elapsed`` is the wall time of the whole ``fit()`` call, in
     seconds (compiling, every start and validation included).
@@ -76,6 +77,12 @@ class FitResult(NLSQResultAccess):
     #: parameters held fixed (``fit(..., fixed=...)``): ``{name: value}``; their ``pcov``
     #: rows and columns are 0 and ``dof`` does not count them
     fixed: dict[str, float] = field(default_factory=dict)
+    #: every read of the data: ``nfev`` full-data passes plus the passes over subsets of
+    #: partitions that came first (``extras['subsets']``) and, with multi-start, the
+    #: shared passes of all starts
+    n_passes: int = 0
+    #: the same in full-data passes: a pass over a subset counts as its share of the points
+    equivalent_passes: float = 0.0
 
     __hash__ = None        # mutable and compared by value, as a dataclass with eq
 

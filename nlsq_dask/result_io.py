@@ -41,7 +41,8 @@ def to_dict(result) -> dict[str, Any]:
         "tier": result.tier, "config": result.config, "selection": result.selection,
         "history": result.history, "elapsed": result.elapsed, "p0": result.p0,
         "grad": result.grad, "optimality": result.optimality, "active_mask": result.active_mask,
-        "fixed": result.fixed,
+        "fixed": result.fixed, "n_passes": result.n_passes,
+        "equivalent_passes": result.equivalent_passes,
     }
     clash = {k: v for k, v in extras.items() if k in taken}
     if clash:
@@ -72,7 +73,9 @@ def from_dict(cls, d: Mapping[str, Any]) -> FitResult:
         elapsed=float(d.get("elapsed", 0.0)), extras=extras,
         grad=_array(d.get("grad"), float), optimality=float(d.get("optimality", "nan")),
         active_mask=_array(d.get("active_mask"), int), p0=_array(d.get("p0"), float),
-        fixed={str(k): float(v) for k, v in (d.get("fixed") or {}).items()})
+        fixed={str(k): float(v) for k, v in (d.get("fixed") or {}).items()},
+        n_passes=int(d.get("n_passes", d["nfev"])),
+        equivalent_passes=float(d.get("equivalent_passes", d["nfev"])))
 
 
 def to_dataset(result, var: str | None = None):
@@ -87,6 +90,8 @@ def to_dataset(result, var: str | None = None):
         "nlsq_n_points_used": n_used if n_used <= _INT32_MAX else float(n_used),
         "nlsq_status": int(result.status), "nlsq_cost": float(result.cost),
         "nlsq_elapsed": float(result.elapsed), "nlsq_optimality": float(result.optimality),
+        "nlsq_n_passes": int(result.n_passes),
+        "nlsq_equivalent_passes": float(result.equivalent_passes),
         **({"nlsq_explanation": result.selection.explain()}
            if isinstance(result.selection, Selection) else {}),
         **{f"nlsq_{k}": json.dumps(jsonable(getattr(result, k)))
@@ -125,6 +130,7 @@ def from_dataset(cls, ds, var: str | None = None) -> FitResult:
          "p0": values("p0"), "grad": values("grad"), "active_mask": values("active_mask")}
     d.update({k: a[f"nlsq_{k}"] for k in ("tier", "message", "nfev", "nit",
                                             "n_points_used", "elapsed", "optimality")})
+    d.update({k: a[f"nlsq_{k}"] for k in ("n_passes", "equivalent_passes") if f"nlsq_{k}" in a})
     d.update({k: json.loads(a[f"nlsq_{k}"]) for k in ("config", "selection", "history",
                                                       "extras", "fixed")
               if f"nlsq_{k}" in a})

@@ -6,6 +6,9 @@ so worker processes can unpickle them by reference.
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -99,9 +102,26 @@ CHUNK = 250_000           # 2 MB per array chunk: even 15 partitions in flight s
 WORKER_LIMIT = "100MiB"     # 2 workers: 200 MiB in all, < half the data
 
 
+@contextlib.contextmanager
+def cpu_load(n_processes: int = 2):
+    """Processes that keep every core busy while the block runs: tasks then queue up
+    behind slow workers, as on a loaded machine."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"])
+                for _ in range(n_processes)]
+    try:
+        yield
+    finally:
+        for p in spinners:
+            p.kill()
+            p.wait()
+
+
 def test_streaming_zarr_far_larger_than_worker_memory(tmp_path):
-    """STREAMING over a zarr store ~2x the workers' total memory limit: completes, and no
-    worker ever spills data to disk (partitions are read, reduced and dropped).
+    """STREAMING over a zarr store ~2x the workers' total memory limit, with every core
+    also kept busy by other processes: completes, and no worker ever spills data to disk
+    (a pass task reads its own partition, so a worker holds about one partition per
+    thread however far the queued tasks run ahead; partitions are read, reduced and
+    dropped).
 
     The process-memory thresholds (spill/pause/terminate) are turned off: a worker that
     has imported and compiled JAX already has a resident size of ~300 MiB before any
@@ -132,8 +152,9 @@ def test_streaming_zarr_far_larger_than_worker_memory(tmp_path):
                                       dashboard_address=":0", memory_limit=WORKER_LIMIT) as cl, \
                 distributed.Client(cl, set_as_default=False, timeout=TIMEOUT) as c:
             c.wait_for_workers(2, timeout=TIMEOUT)
-            res = nlsq_dask.fit(model, xz, yz, [2.5, 0.6], client=c, tier="streaming",
-                                ftol=1e-8, xtol=1e-8, gtol=1e-8)
+            with cpu_load():
+                res = nlsq_dask.fit(model, xz, yz, [2.5, 0.6], client=c, tier="streaming",
+                                    ftol=1e-8, xtol=1e-8, gtol=1e-8)
             spills = c.run(lambda dask_worker: (
                 tuple(dask_worker.data.spilled_total),
                 dask_worker.data.cumulative_metrics.get(("disk-write", "count"), 0),

@@ -110,16 +110,17 @@ def test_one_compute_per_pass(tier, extra):
 
 
 # ------------------------------------------------------- (b) names, tree, determinism
-def _runner(n_parts, split_every, func=decay):
+def _runner(n_parts, split_every, func=decay, chunk=4, depth=0):
+    """A pass runner over ``n_parts`` partitions of ``chunk`` points, one task a partition
+    (``depth=0``) unless told otherwise."""
     from nlsq_dask.engines.dask_engine import PassRunner
     from nlsq_dask.solver import ModelSpec
     from nlsq_dask.solver.problem import Problem
 
     spec = ModelSpec(func, ("a", "b", "c"), "vector", 1)
-    chunk = 4
     x = da.from_array(np.linspace(0, 1, n_parts * chunk), chunks=chunk)
     y = da.from_array(np.ones(n_parts * chunk), chunks=chunk)
-    return PassRunner(Problem(spec), [x, y], n_x=1, split_every=split_every)
+    return PassRunner(Problem(spec), [x, y], n_x=1, split_every=split_every, depth=depth)
 
 
 def _nlsq_layer(hlg):
@@ -144,7 +145,7 @@ def test_task_names_and_tree_depth(split_every, levels):
     # fan-in never exceeds split_every; every task below the root feeds exactly one parent
     parents = Counter()
     for k in combine:
-        deps = [d for d in tasks[k][2:] if isinstance(d, tuple) and d in tasks]
+        deps = [d for d in tasks[k].dependencies if d in tasks]
         assert 1 <= len(deps) <= split_every
         parents.update(deps)
     assert set(parents) == (set(tasks) - {final})

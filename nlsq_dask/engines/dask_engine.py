@@ -21,8 +21,9 @@ from .invariants import PartitionLedger
 from .iterate import fit_start
 from .outputs import EngineOutput
 from .sources import describe_sources
-from .partitions import align_chunks, block_task, tile_for
-from .reduce import combine_task, reduce_parts, reduction_tree
+from .fusion import FusedReads
+from .partitions import align_chunks, block_task, tile_for, unit_task
+from .reduce import combine_task, reduce_parts, reduction_tree, unit_depth
 
 log = logging.getLogger("nlsq_dask")
 FLUSH_SECONDS = 2.0
@@ -51,10 +52,16 @@ def as_dask_arrays(inputs, partition_points: int, chunk_size: int | None):
 
 
 class PassRunner:
-    """Builds and runs one statistics pass per call."""
+    """Builds and runs one statistics pass per call.
+
+    A pass is one task per *unit* — a partition, or, for partitions of a few points,
+    ``split_every**depth`` consecutive ones (:func:`~nlsq_dask.engines.reduce.unit_depth`)
+    — with the unit's reads fused in (:class:`~nlsq_dask.engines.fusion.FusedReads`),
+    then the fixed reduction tree over the units. ``parts`` (subset passes) name units.
+    """
 
     def __init__(self, problem, arrays, *, n_x: int, split_every: int, client=None,
-                 source: str = "", require_finite: bool = False):
+                 source: str = "", require_finite: bool = False, depth: int | None = None):
         import dask
 
         spec = problem.spec
@@ -73,18 +80,64 @@ class PassRunner:
         self.on_partition = None
         self.gpu = client is not None and workers_have_gpus(client)
         self.ledger = PartitionLedger(self.chunks, spec.n_params, source, require_finite)
+        self.depth = unit_depth(self.chunks, self.split_every) if depth is None else int(depth)
+        size, n = self.split_every ** self.depth, len(self.chunks)
+        #: the partitions of each unit (consecutive; one task each in a pass)
+        self.units = [range(j, min(j + size, n)) for j in range(0, n, size)]
+        keys = [a.__dask_keys__() for a in arrays]
+        self._unit_keys = [[k[i] for i in u for k in keys] for u in self.units]
+        self._reads = None
 
     @property
     def n_partitions(self) -> int:
         return len(self.chunks)
 
-    def _block_layer(self, params: np.ndarray, tok: str, parts=None):
+    @property
+    def n_units(self) -> int:
+        return len(self.units)
+
+    def partitions_of(self, units=None) -> np.ndarray:
+        """The partition indices of ``units`` (default all), in order."""
+        if units is None:
+            return np.arange(self.n_partitions)
+        return np.concatenate([np.arange(self.units[u].start, self.units[u].stop)
+                               for u in units]).astype(np.int64)
+
+    def _points_of(self, units) -> int:
+        """Partitions in ``units`` (the progress line counts partitions)."""
+        return sum(len(self.units[u]) for u in units)
+
+    def fraction(self, units=None) -> float:
+        """The share of the data's points in ``units`` (default all): a subset pass's cost
+        in full passes."""
+        if units is None:
+            return 1.0
+        chunks = np.asarray(self.chunks)
+        return float(chunks[self.partitions_of(units)].sum() / chunks.sum())
+
+    def reads(self) -> FusedReads:
+        """The inputs' reads, fused into the units' tasks (worked out once per fit)."""
+        if self._reads is None:
+            self._reads = FusedReads(self.arrays, self._unit_keys)
+        return self._reads
+
+    def _block_layer(self, params: np.ndarray, tok: str, units=None):
+        from dask._task_spec import Task, TaskRef
+
         stats_name = f"nlsq-stats-{tok}"
-        keys = [a.__dask_keys__() for a in self.arrays]
-        parts = range(self.n_partitions) if parts is None else parts
-        layer = {(stats_name, j): (block_task, self.token, self.problem, self.tile,
-                                   self.max_block, params, self.n_x, *[k[i] for k in keys])
-                 for j, i in enumerate(parts)}
+        reads = self.reads()
+        units = range(self.n_units) if units is None else units
+        n_arrays = len(self.arrays)
+        if self.depth == 0:
+            head = (block_task, self.token, self.problem, self.tile, self.max_block, params,
+                    self.n_x)
+        else:
+            head = (unit_task, self.token, self.problem, self.tile, self.max_block,
+                    self.split_every, self.depth, params, n_arrays, self.n_x)
+        layer = {}
+        for j, u in enumerate(units):
+            task = Task((stats_name, j), *head, *[TaskRef(k) for k in self._unit_keys[u]])
+            layer[(stats_name, j)] = reads.fuse(u, task)
         return stats_name, layer
 
     def _token(self, params: np.ndarray) -> str:
@@ -96,8 +149,9 @@ class PassRunner:
         """``(HighLevelGraph, final key, layer name)`` of the pass at ``params``.
 
         ``params`` is ``(p,)`` or ``(S, p)`` (several starts in one read); ``parts``
-        restricts the pass to those partition indices (tournament rounds).
+        restricts the pass to those units (subset passes, tournament rounds).
         """
+        from dask._task_spec import Task, TaskRef
         from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
         params = np.asarray(params, dtype=np.float64)
@@ -109,7 +163,8 @@ class PassRunner:
             nxt = []
             for j, g in enumerate(groups):
                 key = (combine_name, depth, j)
-                combine[key] = (combine_task, self.problem.stats, *[level[i] for i in g])
+                combine[key] = Task(key, combine_task, self.problem.stats,
+                                    *[TaskRef(level[i]) for i in g])
                 nxt.append(key)
             level = nxt
         hlg = self._with_inputs(stats_name, layer)
@@ -120,20 +175,19 @@ class PassRunner:
         return HighLevelGraph(layers, deps), level[0], combine_name
 
     def _with_inputs(self, stats_name: str, layer: dict):
-        """The kernel layer on top of the inputs' graphs; on GPU workers it needs ``GPU=1``."""
+        """The units' tasks on top of what they share (sources, persisted partitions);
+        on GPU workers they need ``GPU=1``."""
         from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
         annotations = {"resources": {"GPU": 1}} if self.gpu else None
-        hlg = HighLevelGraph.from_collections(stats_name, layer, dependencies=self.arrays)
-        if annotations:
-            layers = dict(hlg.layers)
-            layers[stats_name] = MaterializedLayer(layer, annotations=annotations)
-            hlg = HighLevelGraph(layers, hlg.dependencies)
-        return hlg
+        shared_name = f"nlsq-inputs-{self.token}-{id(self)}"
+        layers = {shared_name: MaterializedLayer(self.reads().shared),
+                  stats_name: MaterializedLayer(layer, annotations=annotations)}
+        return HighLevelGraph(layers, {shared_name: set(), stats_name: {shared_name}})
 
     def _stats(self, out, parts=None):
         """The statistics of a pass's result, after checking its data summaries."""
-        self.ledger.check(out[-1], parts)
+        self.ledger.check(out[-1], None if parts is None else self.partitions_of(parts))
         return self.problem.stats(*[np.asarray(o) for o in out[:-1]])
 
     def __call__(self, params: np.ndarray, parts=None):
@@ -144,22 +198,26 @@ class PassRunner:
         if self.on_partition is not None:
             stats_name = next(name for name in hlg.layers if name.startswith("nlsq-stats-"))
             out = self._watched(d, hlg, stats_name,
-                                self.n_partitions if parts is None else len(parts))
+                                list(range(self.n_units)) if parts is None else list(parts))
         else:
             out = self.client.compute(d, sync=True) if self.client is not None else d.compute()
         self.n_passes += 1
         return self._stats(out, parts)
 
-    def _watched(self, d, hlg, stats_name: str, total: int):
+    def _watched(self, d, hlg, stats_name: str, units: list):
         """Compute the pass ``d``, telling :attr:`on_partition` as its partitions finish."""
-        listener = self.on_partition
+        listener, total = self.on_partition, self._points_of(units)
+        sizes = [len(self.units[u]) for u in units]
         if self.client is not None:
             from dask.delayed import Delayed
             from distributed import as_completed
 
-            blocks = [Delayed((stats_name, j), hlg, layer=stats_name) for j in range(total)]
+            blocks = [Delayed((stats_name, j), hlg, layer=stats_name) for j in range(len(units))]
             futures = self.client.compute([d, *blocks])
-            for n_done, _ in enumerate(as_completed(futures[1:], loop=self.client.loop), 1):
+            index = {f.key: j for j, f in enumerate(futures[1:])}
+            n_done = 0
+            for fut in as_completed(futures[1:], loop=self.client.loop):
+                n_done += sizes[index[fut.key]]
                 listener(n_done, total)
             out = futures[0].result()
             del futures
@@ -169,46 +227,50 @@ class PassRunner:
         finished = [0]
 
         def posttask(key, result, dsk, state, worker_id):
-            name = key[0] if isinstance(key, tuple) else key
-            if isinstance(name, str) and name.startswith(stats_name):
-                finished[0] += 1
+            if isinstance(key, tuple) and key[0] == stats_name:
+                finished[0] += sizes[key[1]]
                 listener(finished[0], total)
 
         with Callback(posttask=posttask):
             return d.compute()
 
     def checkpointed(self, params: np.ndarray, store, pass_key: str):
-        """A pass that stores each finished partition and reuses stored ones.
+        """A pass that stores each finished unit and reuses stored ones.
 
         Returns the statistics and the number of partitions computed in this call.
-        Partitions finish into the store as they complete (with a Client) or in
-        batches of a few per worker thread (threaded scheduler); the client then adds
-        them along the same tree as :meth:`graph`, so the numbers are identical.
+        Units finish into the store as they complete (with a Client, or one pool task
+        each on local threads); the client then adds them along the same tree as
+        :meth:`graph`, so the numbers are identical.
         """
         import dask
         from dask.delayed import Delayed
 
         params = np.asarray(params, dtype=np.float64)
-        done = {i: tuple(v[f"s{j}"] for j in range(len(v))) for i, v in store.load_partitions(pass_key).items()}
-        todo = [i for i in range(self.n_partitions) if i not in done]
+        done = {i: tuple(v[f"s{j}"] for j in range(len(v)))
+                for i, v in store.load_partitions(pass_key).items()}
+        todo = [u for u in range(self.n_units) if u not in done]
         if todo:
             stats_name, layer = self._block_layer(params, self._token(params))
             hlg = self._with_inputs(stats_name, layer)
-            delayed = {i: Delayed((stats_name, i), hlg, layer=stats_name) for i in todo}
-
+            delayed = {u: Delayed((stats_name, u), hlg, layer=stats_name) for u in todo}
             pending, last_flush = {}, [time.perf_counter()]
+            n_done = [self.n_partitions - self._points_of(todo)]
 
-            def keep(i, out, final=False):
-                done[i] = tuple(np.asarray(o) for o in out)
-                pending[i] = {f"s{j}": o for j, o in enumerate(done[i])}
+            def keep(u, out, final=False):
+                done[u] = tuple(np.asarray(o) for o in out)
+                pending[u] = {f"s{j}": o for j, o in enumerate(done[u])}
+                n_done[0] += len(self.units[u])
+                if self.on_partition is not None:
+                    self.on_partition(n_done[0], self.n_partitions)
                 # Flush in batches at most every FLUSH_SECONDS: a crash loses at most that much
                 # finished work, and writes stay a small fraction of a pass. After the last
-                # partition nothing is flushed: the state saved after this pass covers it.
+                # unit nothing is flushed: the state saved after this pass covers it.
                 if not final and time.perf_counter() - last_flush[0] >= FLUSH_SECONDS:
                     # checked before they are stored: a resume must not find data that
                     # differ from the fit's in its store
                     idx = sorted(pending)
-                    self.ledger.check(np.concatenate([done[j][-1] for j in idx]), idx)
+                    self.ledger.check(np.concatenate([done[j][-1] for j in idx]),
+                                      self.partitions_of(idx))
                     store.save_partitions(pass_key, dict(pending))
                     pending.clear()
                     last_flush[0] = time.perf_counter()
@@ -216,32 +278,26 @@ class PassRunner:
             if self.client is not None:
                 from distributed import as_completed
 
-                futures = self.client.compute([delayed[i] for i in todo])
-                index = {f.key: i for f, i in zip(futures, todo)}
+                futures = self.client.compute([delayed[u] for u in todo])
+                index = {f.key: u for f, u in zip(futures, todo)}
                 finished = as_completed(futures, loop=self.client.loop, with_results=True)
-                for n_done, (fut, out) in enumerate(finished, 1):
-                    keep(index[fut.key], out, final=n_done == len(todo))
-                    self._tell(n_done + self.n_partitions - len(todo))
+                for i, (fut, out) in enumerate(finished, 1):
+                    keep(index[fut.key], out, final=i == len(todo))
             else:
-                # Local threads: one partition per pool task, kept as each completes
-                # (no barrier between groups of partitions).
+                # Local threads: one unit per pool task, kept as each completes
+                # (no barrier between groups of units).
                 from concurrent.futures import ThreadPoolExecutor, as_completed as done_first
 
                 workers = dask.config.get("num_workers", None) or dask.system.CPU_COUNT or 1
                 with ThreadPoolExecutor(max_workers=workers) as pool:
-                    futures = {pool.submit(dask.compute, delayed[i], scheduler="sync"): i
-                               for i in todo}
-                    for n_done, fut in enumerate(done_first(futures), 1):
-                        keep(futures[fut], fut.result()[0], final=n_done == len(todo))
-                        self._tell(n_done + self.n_partitions - len(todo))
+                    futures = {pool.submit(dask.compute, delayed[u], scheduler="sync"): u
+                               for u in todo}
+                    for i, fut in enumerate(done_first(futures), 1):
+                        keep(futures[fut], fut.result()[0], final=i == len(todo))
         self.n_passes += 1
-        parts = [done[i] for i in range(self.n_partitions)]
-        return self._stats(reduce_parts(parts, self.problem.stats, self.split_every)), len(todo)
-
-
-    def _tell(self, done: int) -> None:
-        if self.on_partition is not None:
-            self.on_partition(done, self.n_partitions)
+        parts = [done[u] for u in range(self.n_units)]
+        stats = self._stats(reduce_parts(parts, self.problem.stats, self.split_every))
+        return stats, self._points_of(todo)
 
 
 def workers_have_gpus(client) -> bool:
@@ -271,13 +327,17 @@ def make_runner(problem, inputs, selection, client=None) -> PassRunner:
 
 def run_dask(problem, *, x0, inputs, selection, opts, lb=None, ub=None, client=None,
              progress=None, checkpoint_name=None, resume=True, checkpoint_fresh=False,
-             runner=None) -> EngineOutput:
+             runner=None, subsets: bool = True) -> EngineOutput:
     """Fit with CHUNKED or STREAMING passes; returns the final state and history.
 
     With checkpoints enabled in the configuration, the solver state is stored every
     ``checkpoint_frequency`` passes and finished partitions within a pass, and a
-    stored fit of the same problem is resumed (``resume=True``).
+    stored fit of the same problem is resumed (``resume=True``). With ``subsets`` (and
+    the configuration's ``subset_passes``) a fit that is not resumed first iterates on
+    growing subsets of partitions (:func:`~nlsq_dask.engines.subsets.subset_start`).
     """
+    from .subsets import subset_start
+
     c = selection.config
     ckpt = None
     if c.enable_checkpoints:
@@ -292,7 +352,14 @@ def run_dask(problem, *, x0, inputs, selection, opts, lb=None, ub=None, client=N
         runner = runner if runner is not None else make_runner(problem, inputs, selection, client)
         if ckpt is not None:
             ckpt.seed_ledger(runner.ledger)
-        return fit_start(runner, x0, opts, inputs.n_points, progress, ckpt)
+        start, report = x0, None
+        if subsets and c.subset_passes and (ckpt is None or not ckpt.has_state()):
+            start, report = subset_start(runner, x0, opts, progress)
+        prior = report.equivalent_passes if report is not None else 0.0
+        out = fit_start(runner, start, opts, inputs.n_points, progress, ckpt, prior=prior)
+        if report is not None:
+            out.extras["subsets"] = report.to_dict()
+        return out
     finally:
         if ckpt is not None:
             ckpt.close()

@@ -63,12 +63,15 @@ class FitContext:
             self._runner = make_runner(self.problem, self.inputs, self.selection, self.client)
         return self._runner
 
-    def run_dask(self, x0) -> EngineOutput:
+    def run_dask(self, x0, subsets: bool = True) -> EngineOutput:
+        """A dask fit from ``x0``; ``subsets=False`` reads all the data from the first
+        pass (the start is already the answer of subset passes)."""
         from .dask_engine import run_dask
 
         return run_dask(self.problem, x0=x0, inputs=self.inputs, selection=self.selection,
                         opts=self.opts, lb=self.lb, ub=self.ub, client=self.client,
-                        progress=self.progress, runner=self.runner(), **self.engine_options)
+                        progress=self.progress, runner=self.runner(), subsets=subsets,
+                        **self.engine_options)
 
 
 def run_single(ctx: FitContext, x0) -> EngineOutput:

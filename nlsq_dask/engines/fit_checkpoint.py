@@ -70,6 +70,10 @@ class FitCheckpoint:
     def path(self) -> str:
         return str(self.store.path)
 
+    def has_state(self) -> bool:
+        """Whether the store holds a fit's state to resume."""
+        return bool(self.store.resumed) and self.store.load_state() is not None
+
     def load(self, state_type):
         """``(state, history)`` of the stored fit, or None if it holds none."""
         loaded = self.store.load_state() if self.store.resumed else None

@@ -237,7 +237,7 @@ class Patience(Hook):
 
 
 def fit_start(evaluator, x0, opts, n_points: int, progress: Progress | None = None,
-              ckpt=None) -> EngineOutput:
+              ckpt=None, prior: float = 0.0) -> EngineOutput:
     """One start of a fit, from ``x0`` to done: :func:`iterate` with a history, the
     hooks of ``progress`` (a progress line, always logged, shown if asked; the user's
     callback) and, with ``ckpt``, checkpoint saves, checkpointed passes and the resume
@@ -257,6 +257,9 @@ def fit_start(evaluator, x0, opts, n_points: int, progress: Progress | None = No
         Default: log the passes, show nothing.
     ckpt : FitCheckpoint, optional
         Store the state every ``checkpoint_frequency`` passes and resume a stored one.
+    prior : float
+        Full-pass equivalents read before this start (subset passes), for the progress
+        line.
     """
     from ..solver import LMState
 
@@ -272,7 +275,7 @@ def fit_start(evaluator, x0, opts, n_points: int, progress: Progress | None = No
             state = state._replace(done=np.bool_(False), status=np.int64(0))
         start, history, resumed_at = state, History(entries), int(state.nfev)
         log.info("resuming %s at pass %d", ckpt.path, resumed_at)
-    watchers = (progress or Progress()).hooks(n_points, evaluator.n_partitions)
+    watchers = (progress or Progress()).hooks(n_points, evaluator.n_partitions, prior)
     hooks = [history, *watchers]
     if ckpt is not None:
         evaluator = CheckpointingEvaluator(evaluator, ckpt, resumed_at or 0)

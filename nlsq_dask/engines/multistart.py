@@ -20,6 +20,7 @@ from ..workflow import WorkflowTier
 from .driver import FitContext
 from .iterate import batch_passes
 from .outputs import EngineOutput
+from .subsets import spread
 
 SCREEN_MIN_POINTS = 5_000
 SCREEN_PASSES = 20
@@ -51,7 +52,7 @@ def tournament(runner, starts, opts, round_passes: int = ROUND_PASSES):
 
     Returns ``(winner index, final points, per-start records, rounds, pass equivalents)``.
     """
-    n, S = runner.n_partitions, len(starts)
+    n, S = runner.n_units, len(starts)
     n_rounds = max(1, math.ceil(math.log2(S)))
     x = np.array(starts, dtype=float)
     alive = np.arange(S)
@@ -59,20 +60,21 @@ def tournament(runner, starts, opts, round_passes: int = ROUND_PASSES):
     rounds, equiv = [], 0.0
     for r in range(n_rounds):
         m = max(1, round(n * 2.0 ** (r - n_rounds) / 2))  # 1/2^(R+1) ... 1/4 of the data
-        parts = sorted(set(np.linspace(0, n - 1, m).round().astype(int).tolist()))
+        parts = spread(n, m)
         state, passes = batch_passes(runner, x[alive], opts, parts, round_passes)
         x[alive] = state.x
         cost = np.where(np.isfinite(state.cost), state.cost, np.inf)
         for j, i in enumerate(alive):
             records[i].update(final=x[i].tolist(), subset_cost=float(cost[j]),
-                              status=int(state.status[j]), subset_partitions=len(parts))
+                              status=int(state.status[j]),
+                              subset_partitions=len(runner.partitions_of(parts)))
         order = np.argsort(cost, kind="stable")
         keep = alive[order[: max(1, math.ceil(len(alive) / 2))]]
         for i in set(alive.tolist()) - set(keep.tolist()):
             records[i]["eliminated_in_round"] = r
         alive = keep
-        equiv += passes * len(parts) / n
-        rounds.append(dict(round=r, partitions=len(parts), starts=int(len(order)),
+        equiv += passes * runner.fraction(parts)
+        rounds.append(dict(round=r, partitions=len(runner.partitions_of(parts)), starts=int(len(order)),
                            survivors=int(len(alive)), passes=int(passes)))
         if len(alive) == 1:
             break
@@ -95,7 +97,8 @@ def _starts_in_memory(ctx: FitContext, starts):
         best = _best(batch.state)
         out = EngineOutput(_pick(batch.state, best), batch.history[best], batch.elapsed)
         return out, dict(method="vmapped", starts=_start_records(starts, batch.state), winner=best,
-                         data_passes=float(np.max(batch.state.nfev)))
+                         data_passes=float(np.max(batch.state.nfev)),
+                         passes=int(np.max(batch.state.nfev)))
     idx = np.linspace(0, n - 1, n_screen).round().astype(int)
     sub = (tuple(a[idx] for a in xs), y[idx], None if w is None else w[idx])
     opts = ctx.opts._replace(max_nfev=np.int64(min(SCREEN_PASSES, ctx.max_nfev)))
@@ -108,15 +111,17 @@ def _starts_in_memory(ctx: FitContext, starts):
     _finish(records, best, out)
     passes = float(np.max(batch.state.nfev)) * n_screen / n + int(out.state.nfev)
     return out, dict(method=f"vmapped, screened on {n_screen:,} points", starts=records,
-                     winner=best, data_passes=passes)
+                     winner=best, data_passes=passes,
+                     passes=int(np.max(batch.state.nfev)) + int(out.state.nfev))
 
 
 def _starts_tournament(ctx: FitContext, starts):
     best, x, records, rounds, passes = tournament(ctx.runner(), starts, ctx.opts)
-    out = ctx.run_dask(x[best])
+    out = ctx.run_dask(x[best], subsets=False)
     _finish(records, best, out)
     return out, dict(method="tournament", starts=records, winner=best, rounds=rounds,
-                     data_passes=passes + int(out.state.nfev))
+                     data_passes=passes + int(out.state.nfev),
+                     passes=sum(r["passes"] for r in rounds) + int(out.state.nfev))
 
 
 def _starts_vmapped_passes(ctx: FitContext, starts):
@@ -125,11 +130,11 @@ def _starts_vmapped_passes(ctx: FitContext, starts):
     records = _start_records(starts, state)
     out = EngineOutput(_pick(state, best), [], 0.0)
     if not bool(state.done[best]):  # stopped by patience while the best was still improving
-        out = ctx.run_dask(state.x[best])
+        out = ctx.run_dask(state.x[best], subsets=False)
         passes += int(out.state.nfev)
         _finish(records, best, out)
     return out, dict(method="vmapped passes", starts=records, winner=best,
-                     data_passes=float(passes))
+                     data_passes=float(passes), passes=int(passes))
 
 
 def run_starts(ctx: FitContext, starts: np.ndarray):

@@ -87,16 +87,19 @@ def align_chunks(arrays: list, names: list[str], target: tuple[int, ...] | None 
     return [a.rechunk((refined,)) for a in arrays]
 
 
-def stats_kernel(key, problem, tile: int, batched: bool = False, summary: bool = True):
+def stats_kernel(key, problem, tile: int, batched: bool = False, summary: bool = True,
+                 blocks: bool = False):
     """The jitted statistics kernel of ``problem`` on blocks of at least ``tile`` points,
     one per process, model ``key`` (what the model computes: a token of its identity, or
     the :class:`~nlsq_dask.solver.ModelSpec` itself), loss and statistics type.
 
     ``batched`` maps it over a leading axis of starts (one read of the block serves every
     start); ``summary`` adds the block's data summary
-    (:func:`~nlsq_dask.solver.block_summary`) to the statistics.
+    (:func:`~nlsq_dask.solver.block_summary`) to the statistics; ``blocks`` runs it on
+    each of a stack of blocks in turn (``lax.map``: the same per-block computation,
+    bit for bit, as one call per block), giving their statistics stacked.
     """
-    key = (key, problem.loss, problem.stats, tile, batched, summary)
+    key = (key, problem.loss, problem.stats, tile, batched, summary, blocks)
     fn = _KERNELS.get(key)
     if fn is None:
         import jax
@@ -117,6 +120,12 @@ def stats_kernel(key, problem, tile: int, batched: bool = False, summary: bool =
                 def fn(params, xs, y, w, n_valid, f_scale, stats=stats):
                     out = stats(params, xs, y, w, n_valid, f_scale)
                     return (out, block_summary(xs, y, w, n_valid)) if summary else out
+
+                if blocks:
+                    one = fn
+
+                    def fn(params, xs, y, w, n_valid, f_scale, one=one):
+                        return jax.lax.map(lambda b: one(params, *b, f_scale), (xs, y, w, n_valid))
 
                 fn = jit_kernel(fn)
                 _KERNELS[key] = fn
@@ -148,3 +157,42 @@ def block_task(token, problem, tile, max_block, params, n_x, *blocks):
         jnp.asarray(params), tuple(padded(x) for x in xs), padded(y), w, np.int64(n),
         np.float64(problem.f_scale))
     return tuple(np.asarray(s) for s in stats) + (np.asarray(summary),)
+
+
+def unit_task(token, problem, tile, max_block, split_every, levels, params, n_arrays, n_x,
+              *blocks):
+    """Statistics of a unit of several consecutive partitions (a dask task): their
+    per-partition statistics combined along the first ``levels`` levels of the fixed
+    reduction tree (:func:`~nlsq_dask.engines.reduce.reduce_levels`), so a pass gives
+    the same numbers, bit for bit, as one task per partition.
+
+    ``blocks`` are the partitions' input blocks, ``n_arrays`` per partition (x..., y[, σ]).
+    They are stacked, padded to ``split_every**levels`` blocks of the longest padded
+    length (one compiled kernel for every unit) and run through the kernel in one call.
+    """
+    import jax.numpy as jnp
+
+    from .reduce import reduce_levels
+
+    groups = [blocks[i:i + n_arrays] for i in range(0, len(blocks), n_arrays)]
+    lengths = np.array([np.shape(g[n_x])[0] for g in groups], dtype=np.int64)
+    size, length = split_every ** levels, bucket_length(max_block, tile, max_block)
+
+    def stacked(j, fill):
+        out = np.full((size, length), fill, dtype=np.float64)
+        for i, g in enumerate(groups):
+            out[i, :lengths[i]] = g[j]
+        return out
+
+    sigma = n_arrays > n_x + 1
+    with np.errstate(divide="ignore"):  # sigma = 0 gives w = inf, counted by the summary
+        w = 1.0 / stacked(n_x + 1, 1.0) if sigma else None
+    n_valid = np.zeros(size, dtype=np.int64)
+    n_valid[:len(groups)] = lengths
+    stats, summary = stats_kernel(token, problem, tile, np.ndim(params) == 2, blocks=True)(
+        jnp.asarray(params), tuple(stacked(j, 0.0) for j in range(n_x)), stacked(n_x, 0.0), w,
+        n_valid, np.float64(problem.f_scale))
+    stats = [np.asarray(s) for s in stats]
+    summary = np.asarray(summary)
+    parts = [tuple(s[i] for s in stats) + (summary[i],) for i in range(len(groups))]
+    return reduce_levels(parts, problem.stats, split_every, levels)

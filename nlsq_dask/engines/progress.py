@@ -99,12 +99,21 @@ class Progress:
                           + (f": {reason}" if reason else "") + "\n")
         self.stream.flush()
 
-    def hooks(self, n_points: int, n_partitions: int) -> list[Hook]:
-        """The loop's hooks for one start: its progress line and, if any, the callback."""
-        hooks: list[Hook] = [ProgressLine(self.show, n_points, n_partitions, self.stream)]
+    def hooks(self, n_points: int, n_partitions: int, prior: float = 0.0) -> list[Hook]:
+        """The loop's hooks for one start: its progress line and, if any, the callback.
+        ``prior``: full-pass equivalents read before (subset passes), counted on."""
+        hooks: list[Hook] = [ProgressLine(self.show, n_points, n_partitions, self.stream,
+                                          prior=prior)]
         if self.callback is not None:
             hooks.append(CallbackHook(self.callback, self.expand))
         return hooks
+
+    def subset_hooks(self, n_points: int, n_partitions: int, fraction: float,
+                     prior: float) -> list[Hook]:
+        """The progress line of passes over a subset of ``n_partitions`` partitions,
+        ``fraction`` of the data (the callback is told only of full-data iterations)."""
+        return [ProgressLine(self.show, n_points, n_partitions, self.stream, prior=prior,
+                             fraction=fraction)]
 
 
 def _eta(seconds: float) -> str:
@@ -122,8 +131,11 @@ class ProgressLine(Hook):
     the partitions done and, once the time per partition is known, an ETA for the pass.
     The first pass, which compiles the kernels, is labelled so."""
 
-    def __init__(self, show: bool, n_points: int, n_partitions: int = 1, stream=None):
+    def __init__(self, show: bool, n_points: int, n_partitions: int = 1, stream=None,
+                 prior: float = 0.0, fraction: float = 1.0):
         self.show, self.n_points, self.n_partitions = show, n_points, n_partitions
+        #: full-pass equivalents read before this line's passes, and each pass's share
+        self.prior, self.fraction = prior, fraction
         self.stream = stream if stream is not None else sys.stderr
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self.passes, self.per_partition = 0, None
@@ -149,15 +161,19 @@ class ProgressLine(Hook):
         if per is None and done >= 2:            # this pass's rate after its first partition
             per = (now - self.first_done_at) / (done - 1)
         eta = f" | ETA {_eta((total - done) * per)}" if per is not None else ""
-        label = " (compiling)" if self.passes == 0 else ""
+        label = " (compiling)" if self.passes == 0 and self.prior == 0 else ""
         self._write(f"pass {self.passes + 1:3d}{label} | {done:,}/{total:,} partitions{eta}")
 
     def after_pass(self, state, head, seconds):
         rate = self.n_points / seconds if seconds > 0 else float("inf")
-        label = " (incl. compile)" if self.passes == 0 else ""
-        msg = (f"pass {int(np.max(head.nfev)):3d}{label} | iter {int(np.max(head.nit)):3d} | "
+        label = " (incl. compile)" if self.passes == 0 and self.prior == 0 else ""
+        where = (f"subset {100 * self.fraction:.3g}% " if self.fraction < 1 else "")
+        msg = (f"{where}pass {int(np.max(head.nfev)):3d}{label} | iter {int(np.max(head.nit)):3d} | "
                f"cost {float(np.min(head.cost)):.6e} | step {float(np.max(head.last_step_norm)):.3e}"
                f" | {seconds:.3g} s | {rate / 1e6:8.2f} Mpts/s")
+        if self.fraction < 1 or self.prior > 0:
+            read = self.prior + self.fraction * (self.passes + 1)
+            msg += f" | {read:.2f} full passes read"
         log.info(msg)
         if self.passes > 0 and self.n_partitions > 1:
             self.per_partition = seconds / self.n_partitions

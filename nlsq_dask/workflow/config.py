@@ -111,6 +111,10 @@ class WorkflowConfig:
         Validation restarts from the solution (QUALITY), >= 0.
     tournament : bool
         Choose among multi-starts by a tournament on a subset of partitions.
+    subset_passes : bool
+        CHUNKED and STREAMING fits over many partitions iterate first on growing, evenly
+        spread subsets of partitions, then finish with full-data passes (the same
+        termination tests on the full data). False: every pass reads all the data.
     cluster : dict, optional
         Cluster description (keys in ``CLUSTER_KEYS``; ``type`` in
         ``CLUSTER_TYPES``).
@@ -148,6 +152,7 @@ class WorkflowConfig:
     scheduler_address: str | None = None
     validation_passes: int = 0
     tournament: bool = False
+    subset_passes: bool = True
     cluster: dict | None = field(default=None, hash=False)
     compilation_cache: bool | str = True
     _preset: str | None = field(default=None, repr=False, compare=False)
@@ -161,7 +166,8 @@ class WorkflowConfig:
             setv("goal", parse_enum(OptimizationGoal, self.goal, "goal"))
         for name in _TOLERANCES:   # 0 switches that test off, as in scipy
             self._check_real(name, positive=False, optional=True)
-        for name in ("enable_multistart", "center_on_p0", "enable_checkpoints", "tournament"):
+        for name in ("enable_multistart", "center_on_p0", "enable_checkpoints", "tournament",
+                     "subset_passes"):
             v = getattr(self, name)
             if not isinstance(v, bool):
                 raise TypeError(f"{name} must be a bool (True/False); got {type(v).__name__} {v!r}")
