@@ -122,7 +122,7 @@ class PassRunner:
         return self._reads
 
     def _block_layer(self, params: np.ndarray, tok: str, units=None):
-        from dask._task_spec import Task, TaskRef
+        from dask._task_spec import Task
 
         stats_name = f"nlsq-stats-{tok}"
         reads = self.reads()
@@ -136,8 +136,7 @@ class PassRunner:
                     self.split_every, self.depth, params, n_arrays, self.n_x)
         layer = {}
         for j, u in enumerate(units):
-            task = Task((stats_name, j), *head, *[TaskRef(k) for k in self._unit_keys[u]])
-            layer[(stats_name, j)] = reads.fuse(u, task)
+            layer[(stats_name, j)] = Task((stats_name, j), *head, reads.blocks(u))
         return stats_name, layer
 
     def _token(self, params: np.ndarray) -> str:

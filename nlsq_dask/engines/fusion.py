@@ -61,6 +61,8 @@ class FusedReads:
                    if dependents[d] == 1 and d in dsk and _inlinable(dsk[d])}
             return node.substitute(own) if own else node
 
+        self.unit_keys = unit_keys
+        self._blocks = [None] * len(unit_keys)
         #: per unit, ``{block key: the block's task, its private inputs nested}``
         self.subs = [{k: nested(k) for k in dict.fromkeys(keys) if k in dsk and _inlinable(dsk[k])}
                      for keys in unit_keys]
@@ -74,7 +76,51 @@ class FusedReads:
                 self.shared[k] = dsk[k]
                 needed.extend(dsk[k].dependencies)
 
-    def fuse(self, unit: int, task):
-        """``task`` of ``unit`` with the reads only it uses nested in (one task)."""
-        subs = self.subs[unit]
-        return task.substitute(subs) if subs else task
+    def blocks(self, unit: int):
+        """The input blocks of ``unit``'s task, in order, as one nested list node: the
+        reads only it uses nested in, references to the rest. Built once and reused by
+        every pass, so a pass over 10^5 partitions does not rebuild 10^5 read tasks."""
+        node = self._blocks[unit]
+        if node is None:
+            from dask._task_spec import List, TaskRef
+
+            subs = self.subs[unit]
+            node = List(*[subs.get(k, TaskRef(k)) for k in self.unit_keys[unit]])
+            self._blocks[unit] = node
+        return node
+
+
+#: blocks a load task concatenates (a 10^5-chunk array loads in ~100 tasks)
+LOAD_GROUP = 1024
+
+
+def load(arrays) -> list:
+    """1-D dask ``arrays`` as numpy arrays, each read by tasks of up to
+    :data:`LOAD_GROUP` consecutive blocks (their reads nested in, as in a pass).
+
+    ``dask.compute`` would schedule one task per block and per operation behind it: over
+    10^5 small chunks that costs the scheduler far more than the reads. Runs on the
+    active scheduler (threads, or the current distributed client).
+    """
+    import dask
+    import numpy as np
+    from dask._task_spec import List, Task, TaskRef
+    from dask.delayed import Delayed
+    from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
+
+    name = f"nlsq-load-{dask.base.tokenize(*arrays)}"
+    unit_keys, pieces = [], []
+    for i, a in enumerate(arrays):
+        keys = list(a.__dask_keys__())
+        pieces.append([(name, i, j) for j in range(-(-len(keys) // LOAD_GROUP))])
+        unit_keys += [keys[s:s + LOAD_GROUP] for s in range(0, len(keys), LOAD_GROUP)]
+    reads = FusedReads(arrays, unit_keys)
+    flat = [k for piece in pieces for k in piece]
+    layer = {k: Task(k, np.concatenate, reads.blocks(u)) for u, k in enumerate(flat)}
+    outs = [(name, i) for i in range(len(arrays))]
+    for out, piece in zip(outs, pieces):
+        layer[out] = Task(out, np.concatenate, List(*[TaskRef(k) for k in piece]))
+    shared = f"{name}-inputs"
+    hlg = HighLevelGraph({shared: MaterializedLayer(reads.shared),
+                          name: MaterializedLayer(layer)}, {shared: set(), name: {shared}})
+    return list(dask.compute(*[Delayed(out, hlg, layer=name) for out in outs]))

@@ -130,9 +130,9 @@ def materialise(inputs):
     """``(xs, y, w)`` as numpy arrays (``w`` None without σ), computing dask inputs in one go."""
     arrays = [*inputs.xs, inputs.y] + ([inputs.sigma] if inputs.sigma is not None else [])
     if inputs.lazy:
-        import dask
+        from .fusion import load
 
-        arrays = list(dask.compute(*arrays))
+        arrays = load(arrays)
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     k = inputs.n_inputs
     xs, y = tuple(arrays[:k]), arrays[k]

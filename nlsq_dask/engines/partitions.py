@@ -132,7 +132,7 @@ def stats_kernel(key, problem, tile: int, batched: bool = False, summary: bool =
     return fn
 
 
-def block_task(token, problem, tile, max_block, params, n_x, *blocks):
+def block_task(token, problem, tile, max_block, params, n_x, blocks):
     """Statistics of one partition and its data summary, as a tuple of numpy arrays
     (a dask task): the statistics' leaves, then the ``(1, k)`` summary of
     :func:`~nlsq_dask.solver.block_summary` (which :func:`combine_task` stacks).
@@ -160,7 +160,7 @@ def block_task(token, problem, tile, max_block, params, n_x, *blocks):
 
 
 def unit_task(token, problem, tile, max_block, split_every, levels, params, n_arrays, n_x,
-              *blocks):
+              blocks):
     """Statistics of a unit of several consecutive partitions (a dask task): their
     per-partition statistics combined along the first ``levels`` levels of the fixed
     reduction tree (:func:`~nlsq_dask.engines.reduce.reduce_levels`), so a pass gives
