@@ -9,6 +9,7 @@ the detected PBS/SLURM allocation (:class:`~nlsq_dask.workflow.ClusterDetector`)
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .workflow import ClusterDetector, ClusterInfo
@@ -17,6 +18,42 @@ GPU_ENV = {
     # JAX would otherwise reserve 75% of the card when the worker first uses it.
     "XLA_PYTHON_CLIENT_PREALLOCATE": "false",
 }
+
+#: the variable distributed's nannies set by default (``distributed.nanny.pre-spawn-environ``)
+#: that the clusters started here leave out, see :func:`worker_environ`
+MALLOC_TRIM = "MALLOC_TRIM_THRESHOLD_"
+
+
+@contextmanager
+def worker_environ():
+    """A context in which nannies started here spawn workers without ``MALLOC_TRIM_THRESHOLD_``.
+
+    distributed sets ``MALLOC_TRIM_THRESHOLD_=65536`` in each worker so that glibc returns
+    freed memory to the system at once. Setting it also turns off glibc's adaptive
+    ``mmap`` threshold, so every buffer over 128 KiB — each partition a pass reads, its
+    decompressed chunk, the kernel's inputs — is a fresh ``mmap`` whose pages the kernel
+    faults in and zeroes, and freed at once: a pass task then spends about as long in the
+    system as in its own work, nearly doubling a pass (see the comparison page of the
+    docs). Without it a worker keeps about a partition's buffers for reuse. Everything
+    else in ``pre-spawn-environ`` (``OMP_NUM_THREADS=1``, ...) is kept. Only nannies
+    created inside the context are affected (not workers a cluster adds later).
+
+    A nanny also writes its variables into this process's ``os.environ`` before it
+    spawns (so an earlier cluster leaves ``MALLOC_TRIM_THRESHOLD_`` there for every later
+    child): the variable is taken out of ``os.environ`` inside the context and put back
+    after it. This process's own allocator read it at start-up and is not affected.
+    """
+    import dask
+
+    environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
+    environ.pop(MALLOC_TRIM, None)
+    inherited = os.environ.pop(MALLOC_TRIM, None)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
+            yield
+    finally:
+        if inherited is not None:
+            os.environ[MALLOC_TRIM] = inherited
 
 
 @dataclass
@@ -109,9 +146,10 @@ def local_cluster(n_workers: int | None = None, threads_per_worker: int = 1,
 
     n_workers = n_workers or os.cpu_count() or 1
     kwargs.setdefault("silence_logs", logging.WARNING)
-    return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
-                        memory_limit=memory_limit, processes=processes,
-                        dashboard_address=kwargs.pop("dashboard_address", ":0"), **kwargs)
+    with worker_environ():
+        return LocalCluster(n_workers=n_workers, threads_per_worker=threads_per_worker,
+                            memory_limit=memory_limit, processes=processes,
+                            dashboard_address=kwargs.pop("dashboard_address", ":0"), **kwargs)
 
 
 def visible_gpus(environ=None) -> list[str]:
@@ -144,6 +182,11 @@ def gpu_cluster(devices=None, memory_limit="auto", threads_per_worker: int = 1, 
         raise ValueError("gpu_cluster: no GPU is visible (CUDA_VISIBLE_DEVICES / nvidia-smi); "
                          "use local_cluster() on a CPU machine")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+    with worker_environ():
+        return _gpu_cluster(devices, memory_limit, threads_per_worker, **kwargs)
+
+
+def _gpu_cluster(devices, memory_limit, threads_per_worker, **kwargs):
     try:
         from dask_cuda import LocalCUDACluster
     except ImportError:

@@ -1,6 +1,7 @@
 """``nlsq_dask.cluster``: detected PBS/SLURM allocations feed the job scripts and defaults,
 GPU-pinned worker specs, clear errors, and a real LocalCluster (and GPU cluster) fit."""
 
+import os
 import sys
 
 import numpy as np
@@ -141,14 +142,23 @@ def _decay_data(n=20_000, chunks=5_000):
     return x, y, da.from_array(x, chunks=chunks), da.from_array(y, chunks=chunks)
 
 
-def test_local_cluster_from_config_runs_a_fit():
+def test_local_cluster_from_config_runs_a_fit(monkeypatch):
     import nlsq_dask
     from nlsq_dask.models import exponential
 
+    # as an earlier distributed cluster of this process leaves it (a nanny sets its
+    # variables in the parent before spawning)
+    monkeypatch.setenv("MALLOC_TRIM_THRESHOLD_", "65536")
     x, y, xd, yd = _decay_data()
     with cluster.from_config({"type": "local", "n_workers": 2}, detected=ClusterInfo()) as h:
         info = h.client.scheduler_info(n_workers=-1)["workers"]
         assert len(info) == 2 and all(w["nthreads"] == 1 for w in info.values())
+        # glibc's adaptive mmap threshold stays on in our workers; the rest of
+        # distributed's worker environment is kept
+        environ = h.client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                                        os.environ.get("OMP_NUM_THREADS")))
+        assert set(environ.values()) == {(None, "1")}
+        assert os.environ["MALLOC_TRIM_THRESHOLD_"] == "65536"     # put back
         result = nlsq_dask.fit(exponential, xd, yd, p0=[2.5, 0.6, 0.2], tier="chunked",
                                client=h.client)
         local = h.cluster
