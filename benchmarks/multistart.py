@@ -9,8 +9,8 @@ then the winner finished on all data). Target: 20 starts <= 3x the time of one s
 On dask (STREAMING tier, every pass re-reads the zarr store): 10^7 points written
 chunk-wise to a zarr store in a temporary directory; 1 start vs 5 and 20 starts (a
 tournament on growing subsets of partitions, then a full-data finish). I/O is
-measured as data passes (full-pass equivalents: ``extras['multistart']['data_passes']``,
-vs ``result.nfev`` of one start) and as partitions read (block tasks actually run,
+measured as data passes (full-pass equivalents, ``result.equivalent_passes``: a
+single start's subset passes count too) and as partitions read (block tasks actually run,
 counted by wrapping the engine's partition task). Target: 20 starts <= 2x one
 start's I/O.
 
@@ -73,8 +73,9 @@ def timed(fn, repeat: int):
 
 
 def passes(result) -> float:
-    ms = result.extras.get("multistart")
-    return float(ms["data_passes"]) if ms else float(result.nfev)
+    """Every read of the data in full-pass equivalents (subset passes and shared
+    multi-start passes included)."""
+    return float(result.equivalent_passes)
 
 
 # ------------------------------------------------------------------ partition counter
