@@ -144,15 +144,15 @@ def test_fit_over_twenty_thousand_partitions_is_scipy_s(tier):
 def test_load_of_many_chunks_is_dask_compute_s():
     """The STANDARD tier's grouped load gives what ``dask.compute`` gives: arrays of
     2,500 blocks (three load tasks each), one derived from another (their reads shared),
-    unequal chunks and a reversed view."""
+    a numpy array among them, unequal chunks and a reversed view."""
     from nlsq_dask.engines.fusion import load
 
     x0 = np.random.default_rng(3).normal(size=25_000)
     x = da.from_array(x0, chunks=10)
     derived = 2.0 * x + 1.0
     ragged = da.from_array(x0, chunks=((7, 3) * 2_500,))[::-1]
-    got = load([x, derived, ragged])
-    want = dask.compute(x, derived, ragged)
+    got = load([x, derived, x0, ragged])
+    want = dask.compute(x, derived, x0, ragged)
     for g, w in zip(got, want):
         assert g.dtype == w.dtype and np.array_equal(g, w)
 

@@ -95,8 +95,9 @@ LOAD_GROUP = 1024
 
 
 def load(arrays) -> list:
-    """1-D dask ``arrays`` as numpy arrays, each read by tasks of up to
-    :data:`LOAD_GROUP` consecutive blocks (their reads nested in, as in a pass).
+    """1-D ``arrays`` as numpy arrays: each dask array read by tasks of up to
+    :data:`LOAD_GROUP` consecutive blocks (their reads nested in, as in a pass), any
+    other array as it is.
 
     ``dask.compute`` would schedule one task per block and per operation behind it: over
     10^5 small chunks that costs the scheduler far more than the reads. Runs on the
@@ -108,6 +109,10 @@ def load(arrays) -> list:
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
+    lazy = [a for a in arrays if hasattr(a, "__dask_keys__")]
+    if len(lazy) < len(arrays):
+        loaded = iter(load(lazy) if lazy else [])
+        return [next(loaded) if hasattr(a, "__dask_keys__") else np.asarray(a) for a in arrays]
     name = f"nlsq-load-{dask.base.tokenize(*arrays)}"
     unit_keys, pieces = [], []
     for i, a in enumerate(arrays):
