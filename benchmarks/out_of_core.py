@@ -77,8 +77,6 @@ def _model_dask(name, x):
 def write_store(path: str, n: int, chunk: int, models=("exponential",)) -> None:
     """``x`` on ``[0, 10]`` and, per model, ``y = f(x) + N(0, 0.05)``, written chunk by
     chunk (a component already there with this length is kept)."""
-    import zarr
-
     def present(component):
         try:
             return da.from_zarr(path, component=component).shape == (n,)
@@ -95,7 +93,6 @@ def write_store(path: str, n: int, chunk: int, models=("exponential",)) -> None:
         if not present(component):
             noise = da.random.default_rng(i).normal(0, 0.05, size=n, chunks=chunk)
             da.to_zarr(_model_dask(name, x) + noise, path, component=component, overwrite=True)
-    del zarr
 
 
 def plain_sums(x, y, p):
@@ -329,9 +326,9 @@ def partitions_section(n=1_000_000, counts=(100, 1_000, 20_000, 100_000), plain_
         runner(P0)
         ours = time.perf_counter() - t0
         t_fit, res = time_fit(x, y)
-        plain = [None if plain_gave_up else plain_with_limit(x0, y0, n // count, plain_limit)]
-        if plain[0] is not None:
-            plain_s, ratio = f"{plain[0]:.2f}", f"{ours / plain[0]:.3f}"
+        plain = None if plain_gave_up else plain_with_limit(x0, y0, n // count, plain_limit)
+        if plain is not None:
+            plain_s, ratio = f"{plain:.2f}", f"{ours / plain:.3f}"
         elif not plain_gave_up:
             plain_s, ratio, plain_gave_up = f"> {plain_limit}", f"< {ours / plain_limit:.3f}", True
         else:

@@ -183,23 +183,19 @@ def gpu_cluster(devices=None, memory_limit="auto", threads_per_worker: int = 1, 
                          "use local_cluster() on a CPU machine")
     os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
     with worker_environ():
-        return _gpu_cluster(devices, memory_limit, threads_per_worker, **kwargs)
+        try:
+            from dask_cuda import LocalCUDACluster
+        except ImportError:
+            LocalCUDACluster = None
+        if LocalCUDACluster is not None:
+            return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(devices), memory_limit=memory_limit,
+                                    threads_per_worker=threads_per_worker,
+                                    resources={"GPU": 1}, **kwargs)
+        from distributed import Scheduler, SpecCluster
 
-
-def _gpu_cluster(devices, memory_limit, threads_per_worker, **kwargs):
-    try:
-        from dask_cuda import LocalCUDACluster
-    except ImportError:
-        LocalCUDACluster = None
-    if LocalCUDACluster is not None:
-        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(devices), memory_limit=memory_limit,
-                                threads_per_worker=threads_per_worker,
-                                resources={"GPU": 1}, **kwargs)
-    from distributed import Scheduler, SpecCluster
-
-    scheduler = {"cls": Scheduler, "options": {"dashboard_address": kwargs.pop("dashboard_address", ":0")}}
-    return SpecCluster(workers=gpu_worker_specs(devices, memory_limit, threads_per_worker),
-                       scheduler=scheduler, **kwargs)
+        scheduler = {"cls": Scheduler, "options": {"dashboard_address": kwargs.pop("dashboard_address", ":0")}}
+        return SpecCluster(workers=gpu_worker_specs(devices, memory_limit, threads_per_worker),
+                           scheduler=scheduler, **kwargs)
 
 
 def connect(address: str, **kwargs):

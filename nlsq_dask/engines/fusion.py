@@ -109,23 +109,23 @@ def load(arrays) -> list:
     from dask.delayed import Delayed
     from dask.highlevelgraph import HighLevelGraph, MaterializedLayer
 
-    lazy = [a for a in arrays if hasattr(a, "__dask_keys__")]
-    if len(lazy) < len(arrays):
-        loaded = iter(load(lazy) if lazy else [])
-        return [next(loaded) if hasattr(a, "__dask_keys__") else np.asarray(a) for a in arrays]
+    lazy = [i for i, a in enumerate(arrays) if hasattr(a, "__dask_keys__")]
+    if not lazy:
+        return [np.asarray(a) for a in arrays]
     name = f"nlsq-load-{dask.base.tokenize(*arrays)}"
-    unit_keys, pieces = [], []
-    for i, a in enumerate(arrays):
-        keys = list(a.__dask_keys__())
-        pieces.append([(name, i, j) for j in range(-(-len(keys) // LOAD_GROUP))])
-        unit_keys += [keys[s:s + LOAD_GROUP] for s in range(0, len(keys), LOAD_GROUP)]
-    reads = FusedReads(arrays, unit_keys)
-    flat = [k for piece in pieces for k in piece]
+    unit_keys, pieces = [], {}
+    for i in lazy:
+        keys = list(arrays[i].__dask_keys__())
+        groups = [keys[s:s + LOAD_GROUP] for s in range(0, len(keys), LOAD_GROUP)]
+        pieces[i] = [(name, i, j) for j in range(len(groups))]
+        unit_keys += groups
+    reads = FusedReads([arrays[i] for i in lazy], unit_keys)
+    flat = [k for i in lazy for k in pieces[i]]
     layer = {k: Task(k, np.concatenate, reads.blocks(u)) for u, k in enumerate(flat)}
-    outs = [(name, i) for i in range(len(arrays))]
-    for out, piece in zip(outs, pieces):
-        layer[out] = Task(out, np.concatenate, List(*[TaskRef(k) for k in piece]))
+    for i in lazy:
+        layer[(name, i)] = Task((name, i), np.concatenate, List(*[TaskRef(k) for k in pieces[i]]))
     shared = f"{name}-inputs"
     hlg = HighLevelGraph({shared: MaterializedLayer(reads.shared),
                           name: MaterializedLayer(layer)}, {shared: set(), name: {shared}})
-    return list(dask.compute(*[Delayed(out, hlg, layer=name) for out in outs]))
+    loaded = dict(zip(lazy, dask.compute(*[Delayed((name, i), hlg, layer=name) for i in lazy])))
+    return [loaded[i] if i in loaded else np.asarray(a) for i, a in enumerate(arrays)]
